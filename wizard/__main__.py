@@ -1,0 +1,56 @@
+"""The command line: ``python -m wizard node | up``.
+
+- ``node``: one node (supervisor, API, workers, scheduler); configured by
+  the environment (see :mod:`wizard.config`). The container's command.
+- ``up``: the whole cluster on this machine (embedded Valkey, N nodes,
+  nginx); what ``make run`` runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from .config import ConfigError, Settings
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m wizard", description="Distributed Math Wizard: producer/consumer lab."
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+    commands.add_parser("node", help="run one node (configured by WIZARD_* variables)")
+    up = commands.add_parser("up", help="run the whole cluster locally: Valkey, nodes, nginx")
+    up.add_argument("--port", type=int, default=8080, help="gateway port (default 8080)")
+    up.add_argument("--nodes", type=int, default=3, choices=range(1, 17), metavar="N",
+                    help="number of nodes, 1-16 (default 3)")
+    up.add_argument("--workers", type=int, default=1, choices=range(0, 65), metavar="W",
+                    help="worker processes per node, 0-64 (default 1)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the command in ``argv``; returns the process exit code."""
+    args = _parser().parse_args(argv)
+    if args.command == "node":
+        try:
+            settings = Settings.from_env()
+        except ConfigError as error:
+            print(f"wizard node: {error}", file=sys.stderr)
+            return 2
+        from .supervisor import run_node
+
+        return run_node(settings)
+    from .cluster import run_up
+
+    return run_up(
+        port=args.port,
+        nodes=args.nodes,
+        workers=args.workers,
+        valkey_url=os.environ.get("VALKEY_URL"),
+    )
+
+
+if __name__ == "__main__":
+    sys.exit(main())

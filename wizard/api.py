@@ -1,0 +1,400 @@
+"""API: the producer side. One function per endpoint, and the route table.
+
+Each handler takes the :class:`~wizard.router.Request` (plus path
+parameters) and returns a :class:`~wizard.router.Response` or raises an
+:class:`~wizard.router.HTTPError`. The route table, at the bottom of
+:meth:`Api.routes`, is the whole HTTP surface on one screen::
+
+    >>> app = make_app(Settings(node_id="node-1"))        # doctest: +SKIP
+    >>> # app is a WSGI callable: waitress.serve(app) or wsgiref
+
+Every JSON body names the node that served it (``handled_by``, or
+``checked_by``/``accepted_by`` where the contract says so).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hmac
+import json
+import logging
+import mimetypes
+import os
+import socket
+import time
+from pathlib import Path
+from typing import Iterator
+
+import valkey
+
+from . import __version__, metrics, queue, store
+from .config import Settings
+from .operations import (
+    InvalidOperand,
+    OperationFailed,
+    UnknownOperation,
+    check_operation,
+    compute,
+    parse_operand,
+)
+from .router import (
+    BadRequest,
+    Forbidden,
+    NotFound,
+    Request,
+    Response,
+    Route,
+    Router,
+    ServiceUnavailable,
+    start_response_for,
+)
+
+log = logging.getLogger(__name__)
+
+#: The dashboard's files: plain HTML, CSS and JavaScript (no build step).
+STATIC_DIR = Path(__file__).resolve().parent.parent / "static"
+
+#: Most tasks one ``GET /tasks`` may return.
+MAX_LIST_LIMIT = store.RECENT_LIMIT
+
+#: A worker whose heartbeat card is older than this is shown as gone, seconds.
+STALE_AFTER = 3600
+
+
+class Api:
+    """The WSGI application of one node: settings, a Valkey client shared by
+    the request threads (valkey-py pools connections and is thread-safe),
+    in-memory HTTP metrics and the router."""
+
+    def __init__(self, settings: Settings, client: valkey.Valkey | None = None) -> None:
+        self.settings = settings
+        self.client = client or store.connect(settings)
+        self.scripts = queue.Scripts(self.client)
+        self.http_metrics = metrics.HttpMetrics()
+        self.router = Router(self.routes(), node_id=settings.node_id)
+        self.hostname = socket.gethostname()
+
+    def __call__(self, environ: dict, start_response) -> list[bytes]:
+        """The WSGI entry point (PEP 3333)."""
+        request = Request(environ)
+        started = time.perf_counter()
+        route, response = self.router.dispatch(request)
+        seconds = time.perf_counter() - started
+        pattern = route.pattern if route else "unmatched"
+        self.http_metrics.observe(pattern, request.method, response.status, seconds)
+        log.debug(
+            "request",
+            extra={
+                "request_id": request.request_id,
+                "method": request.method,
+                "path": request.path,
+                "status": response.status,
+                "duration_ms": round(seconds * 1000, 3),
+            },
+        )
+        return start_response_for(response, request, start_response)
+
+    @contextlib.contextmanager
+    def valkey(self) -> Iterator[valkey.Valkey]:
+        """Use Valkey; turn "unreachable" and "full" into a 503 problem.
+
+        Raises:
+            ServiceUnavailable: Valkey is down, loading, out of memory, or a
+                durable write was not confirmed.
+        """
+        try:
+            yield self.client
+        except (valkey.ConnectionError, valkey.TimeoutError) as error:
+            # Down or restarting: the client may retry after a second.
+            raise ServiceUnavailable(f"Valkey is unreachable ({error}); try again shortly")
+        except valkey.exceptions.OutOfMemoryError:
+            # maxmemory reached with noeviction: refuse rather than lose data.
+            raise ServiceUnavailable("Valkey is out of memory; nothing was stored", retry_after=5)
+        except valkey.exceptions.ExecAbortError as error:
+            # A transaction refused as a whole (often OOM): nothing was stored.
+            raise ServiceUnavailable(f"Valkey refused the write ({error}); nothing was stored")
+        except queue.NotDurable as error:
+            raise ServiceUnavailable(f"{error}; the task may be lost if Valkey crashes now")
+
+    def json(self, data: dict, status: int = 200, **headers: str) -> Response:
+        """A JSON response naming this node as ``handled_by``."""
+        return Response.json({**data, "handled_by": self.settings.node_id}, status, **headers)
+
+    # --- pages ------------------------------------------------------------
+
+    def index(self, request: Request) -> Response:
+        """``GET /``: the dashboard."""
+        return self.static(request, "index.html")
+
+    def static(self, request: Request, name: str) -> Response:
+        """``GET /static/<name>``: one file of the dashboard, never outside it."""
+        path = STATIC_DIR / name
+        if name.startswith(".") or not path.is_file():
+            raise NotFound(f"there is no static file {name!r}")
+        kind = mimetypes.guess_type(name)[0] or "application/octet-stream"
+        if kind.startswith("text/") or kind == "application/javascript":
+            kind += "; charset=utf-8"
+        return Response(200, path.read_bytes(), {"Content-Type": kind, "Cache-Control": "no-cache"})
+
+    # --- identity and health ----------------------------------------------
+
+    def whoami(self, request: Request) -> Response:
+        """``GET /whoami``: which node answered (the round robin made visible)."""
+        return self.json(
+            {
+                "node": self.settings.node_id,
+                "hostname": self.hostname,
+                "pid": os.getpid(),
+                "version": __version__,
+            }
+        )
+
+    def healthz(self, request: Request) -> Response:
+        """``GET /healthz``: the API process is alive (checks nothing else)."""
+        return self.json({"status": "ok"})
+
+    def readyz(self, request: Request) -> Response:
+        """``GET /readyz``: Valkey answers, evicts nothing, and this node's
+        workers heartbeat. 503 problem naming the failed check otherwise."""
+        worker_ids = [f"{self.settings.node_id}/w{n}" for n in range(1, self.settings.workers + 1)]
+        with self.valkey() as client:
+            with client.pipeline(transaction=False) as pipe:
+                pipe.config_get("maxmemory-policy")
+                for worker_id in worker_ids:
+                    pipe.exists(store.heartbeat_key(worker_id))
+                policy, *alive = pipe.execute()
+        eviction = policy.get("maxmemory-policy", "")
+        if eviction != "noeviction":
+            raise ServiceUnavailable(
+                f"Valkey maxmemory-policy is {eviction!r}; set it to noeviction "
+                "or tasks can be evicted silently",
+                retry_after=30,
+            )
+        silent = [w for w, ok in zip(worker_ids, alive) if not ok]
+        if silent:
+            raise ServiceUnavailable(f"workers not heartbeating yet: {', '.join(silent)}")
+        return self.json({"status": "ready", "workers": len(worker_ids)})
+
+    def valkey_test(self, request: Request) -> Response:
+        """``GET /valkey_test``: write a value, read it back, time the trip."""
+        key = f"valkey_test:{self.settings.node_id}"
+        value = f"hello from {self.settings.node_id} at {time.time():.6f}"
+        started = time.perf_counter()
+        with self.valkey() as client:
+            with client.pipeline(transaction=False) as pipe:
+                pipe.set(key, value, ex=60)
+                pipe.get(key)
+                _, read_value = pipe.execute()
+        round_trip_ms = (time.perf_counter() - started) * 1000
+        return self.json(
+            {
+                "valkey_ok": read_value == value,
+                "read_value": read_value,
+                "round_trip_ms": round(round_trip_ms, 3),
+            }
+        )
+
+    # --- the work ---------------------------------------------------------
+
+    def add(self, request: Request) -> Response:
+        """``GET /add?a=&b=``: synchronous. The request thread does the work
+        itself and the caller waits for it (the design the queue replaces)."""
+        a = _operand(request.query, "a")
+        b = _operand(request.query, "b")
+        started = time.perf_counter()
+        total = compute("add", a, b, work_seconds=self.settings.work_seconds)
+        elapsed_ms = (time.perf_counter() - started) * 1000
+        return self.json({"a": a, "b": b, "sum": total, "elapsed_ms": round(elapsed_ms, 3)})
+
+    def submit(self, request: Request) -> Response:
+        """``POST /task``: the producer. Validate, store, enqueue, answer 202
+        with the task's status URL; a worker anywhere will do the work."""
+        fields = request.fields()
+        operation = str(fields.get("operation") or "add")
+        try:
+            check_operation(operation, chaos=self.settings.chaos_operations)
+        except UnknownOperation as error:
+            raise BadRequest(str(error)) from None
+        a = _operand(fields, "a")
+        b = _operand(fields, "b")
+        with self.valkey() as client:
+            task_id = queue.submit(
+                client,
+                operation,
+                a,
+                b,
+                accepted_by=self.settings.node_id,
+                durable=self.settings.durable_ack,
+            )
+        log.info("task accepted", extra={"task_id": task_id, "request_id": request.request_id})
+        status_url = f"/tasks/{task_id}/status"
+        body = {
+            "task_id": task_id,
+            "status": queue.TaskStatus.PENDING.value,
+            "operation": operation,
+            "accepted_by": self.settings.node_id,
+            "status_url": status_url,
+        }
+        return self.json(body, 202, Location=status_url)
+
+    def task_status(self, request: Request, task_id: str) -> Response:
+        """``GET /tasks/<id>/status``: read the shared state; never writes."""
+        task = self._task(task_id)
+        return self.json({**task.to_json(), "checked_by": self.settings.node_id})
+
+    def _task(self, task_id: str) -> queue.Task:
+        if not queue.is_task_id(task_id):
+            raise NotFound(f"there is no task {task_id!r}; task ids are 32 hex digits")
+        with self.valkey() as client:
+            task = queue.status(client, task_id)
+        if task is None:
+            raise NotFound(f"there is no task {task_id}; it never existed or has expired")
+        return task
+
+    def recent_tasks(self, request: Request) -> Response:
+        """``GET /tasks?limit=N``: the N newest tasks (default 20, at most 200)."""
+        limit = _limit(request.query.get("limit", "20"))
+        with self.valkey() as client:
+            tasks = queue.recent(client, limit)
+        node = self.settings.node_id
+        return self.json({"tasks": [{**t.to_json(), "checked_by": node} for t in tasks]})
+
+    def cluster(self, request: Request) -> Response:
+        """``GET /cluster``: nodes, workers and their heartbeats, queue counts."""
+        with self.valkey() as client:
+            snapshot = metrics.queue_snapshot(client)
+            cards = metrics.worker_cards(client)
+            with client.pipeline(transaction=False) as pipe:
+                for worker_id in cards:
+                    pipe.exists(store.heartbeat_key(worker_id))
+                alive = pipe.execute()
+        now = time.time()
+        nodes: dict[str, dict] = {}
+        for (worker_id, card), is_alive in zip(sorted(cards.items()), alive):
+            age = round(max(0.0, now - card.get("at", 0)), 3)
+            if age > STALE_AFTER:
+                continue
+            node = nodes.setdefault(card["node"], {"node": card["node"], "alive": False, "workers": []})
+            node["alive"] = node["alive"] or bool(is_alive)
+            node["workers"].append(
+                {
+                    "worker": worker_id,
+                    "alive": bool(is_alive),
+                    "pid": card.get("pid"),
+                    "heartbeat_age_seconds": age,
+                    "tasks_done": card.get("tasks_done", 0),
+                    "current_task": card.get("task_id"),
+                }
+            )
+        return self.json({"time": now, "nodes": list(nodes.values()), "queue": snapshot})
+
+    def metrics(self, request: Request) -> Response:
+        """``GET /metrics``: Prometheus text exposition format 0.0.4."""
+        with self.valkey() as client:
+            text = metrics.render(self.http_metrics, client, self.settings.node_id)
+        return Response(200, text.encode(), {"Content-Type": "text/plain; version=0.0.4; charset=utf-8"})
+
+    # --- dead letters -----------------------------------------------------
+
+    def dead_letters(self, request: Request) -> Response:
+        """``GET /dead_letters``: tasks that exhausted their attempts."""
+        limit = _limit(request.query.get("limit", "100"))
+        with self.valkey() as client:
+            tasks = queue.dead_letters(client, limit)
+        letters = [
+            {
+                "task_id": t.task_id,
+                "operation": t.operation,
+                "a": t.a,
+                "b": t.b,
+                "attempts": t.attempts,
+                "reason": t.reason,
+                "error": t.error,
+                "failed_at": t.finished_at,
+            }
+            for t in tasks
+        ]
+        return self.json({"dead_letters": letters})
+
+    def redrive(self, request: Request, task_id: str) -> Response:
+        """``POST /dead_letters/<id>/retry``: enqueue it again (admin)."""
+        self._authorize(request)
+        with self.valkey():
+            moved = queue.redrive_dead_letter(self.scripts, task_id)
+        if not moved:
+            raise NotFound(f"task {task_id} is not in the dead-letter queue")
+        status_url = f"/tasks/{task_id}/status"
+        body = {"task_id": task_id, "status": "pending", "status_url": status_url}
+        return self.json(body, 202, Location=status_url)
+
+    def discard(self, request: Request, task_id: str) -> Response:
+        """``DELETE /dead_letters/<id>``: forget it for good (admin)."""
+        self._authorize(request)
+        with self.valkey():
+            deleted = queue.delete_dead_letter(self.scripts, task_id)
+        if not deleted:
+            raise NotFound(f"task {task_id} is not in the dead-letter queue")
+        return self.json({"task_id": task_id, "deleted": True})
+
+    def _authorize(self, request: Request) -> None:
+        """Check ``Authorization: Bearer <WIZARD_ADMIN_TOKEN>`` (RFC 6750),
+        in constant time. Raises Forbidden, also when no token is set."""
+        expected = self.settings.admin_token
+        if not expected:
+            raise Forbidden("admin routes are disabled: set WIZARD_ADMIN_TOKEN on the nodes")
+        scheme, _, given = request.header("Authorization").partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip(), expected):
+            raise Forbidden("send Authorization: Bearer <WIZARD_ADMIN_TOKEN>")
+
+    def openapi(self, request: Request) -> Response:
+        """``GET /openapi.json``: the OpenAPI 3.1 description of these routes."""
+        return Response(200, OPENAPI_PATH.read_bytes(), {"Content-Type": "application/json"})
+
+    # --- the route table --------------------------------------------------
+
+    def routes(self) -> list[Route]:
+        """Every route of the API, in one list."""
+        return [
+            Route("GET", "/", self.index),
+            Route("GET", "/static/<name>", self.static),
+            Route("GET", "/whoami", self.whoami),
+            Route("GET", "/healthz", self.healthz),
+            Route("GET", "/readyz", self.readyz),
+            Route("GET", "/valkey_test", self.valkey_test),
+            Route("GET", "/add", self.add),
+            Route("POST", "/task", self.submit),
+            Route("GET", "/tasks", self.recent_tasks),
+            Route("GET", "/tasks/<task_id>/status", self.task_status),
+            Route("GET", "/cluster", self.cluster),
+            Route("GET", "/dead_letters", self.dead_letters),
+            Route("POST", "/dead_letters/<task_id>/retry", self.redrive),
+            Route("DELETE", "/dead_letters/<task_id>", self.discard),
+            Route("GET", "/metrics", self.metrics),
+            Route("GET", "/openapi.json", self.openapi),
+        ]
+
+
+#: The OpenAPI document, kept as a file so it reads as documentation.
+OPENAPI_PATH = Path(__file__).resolve().parent / "openapi.json"
+
+
+def _operand(fields: dict, name: str) -> queue.Number:
+    try:
+        return parse_operand(name, fields.get(name))
+    except InvalidOperand as error:
+        raise BadRequest(str(error)) from None
+
+
+def _limit(raw: str) -> int:
+    try:
+        limit = int(raw)
+    except ValueError:
+        raise BadRequest(f"limit must be a whole number from 1 to {MAX_LIST_LIMIT}") from None
+    if not 1 <= limit <= MAX_LIST_LIMIT:
+        raise BadRequest(f"limit must be a whole number from 1 to {MAX_LIST_LIMIT}")
+    return limit
+
+
+def make_app(settings: Settings, client: valkey.Valkey | None = None) -> Api:
+    """The WSGI application for ``settings`` (a callable :class:`Api`)."""
+    return Api(settings, client)

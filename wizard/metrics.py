@@ -1,0 +1,223 @@
+"""Metrics: what ``GET /metrics`` says, in the Prometheus text format 0.0.4.
+
+Two sources meet here:
+
+- the API process's own HTTP counters, kept in memory by :class:`HttpMetrics`
+  (one API process per node, so these are per node);
+- the task counters and duration histogram that this node's workers keep in
+  Valkey (``stats:node:<node>``, ``stats:duration:<node>``), plus gauges
+  read from the queue at scrape time (depth, oldest pending age, in flight,
+  delayed, dead letters, live workers).
+
+Names follow the Prometheus naming conventions (base units in the name,
+``_total`` for counters, ``_seconds`` for durations)::
+
+    wizard_http_requests_total{route="/task",method="POST",status="202"} 17
+    wizard_queue_pending_tasks 3
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from typing import Iterable
+
+import valkey
+
+from . import queue, store
+
+#: Upper bounds of the HTTP latency histogram, seconds.
+HTTP_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+
+
+class HttpMetrics:
+    """Thread-safe request counters and latency histogram of one API process.
+
+    Keys are (route pattern, method, status); the route is the pattern
+    (``/tasks/<task_id>/status``), never the raw path, so the number of
+    series stays bounded.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.requests: dict[tuple[str, str, int], int] = {}
+        self.buckets: dict[str, list[int]] = {}
+        self.sums: dict[str, float] = {}
+
+    def observe(self, route: str, method: str, status: int, seconds: float) -> None:
+        """Count one request to ``route`` that took ``seconds``."""
+        with self._lock:
+            key = (route, method, status)
+            self.requests[key] = self.requests.get(key, 0) + 1
+            counts = self.buckets.setdefault(route, [0] * (len(HTTP_BUCKETS) + 1))
+            for index, upper in enumerate(HTTP_BUCKETS):
+                if seconds <= upper:
+                    counts[index] += 1
+                    break
+            else:
+                counts[-1] += 1
+            self.sums[route] = self.sums.get(route, 0.0) + seconds
+
+    def lines(self) -> Iterable[str]:
+        """The HTTP series as exposition lines."""
+        with self._lock:
+            requests = dict(self.requests)
+            buckets = {route: list(counts) for route, counts in self.buckets.items()}
+            sums = dict(self.sums)
+        yield "# HELP wizard_http_requests_total HTTP requests served by this node's API."
+        yield "# TYPE wizard_http_requests_total counter"
+        for (route, method, status), count in sorted(requests.items()):
+            yield (
+                f'wizard_http_requests_total{{route="{_escape(route)}",method="{method}",'
+                f'status="{status}"}} {count}'
+            )
+        yield "# HELP wizard_http_request_duration_seconds Time to answer a request."
+        yield "# TYPE wizard_http_request_duration_seconds histogram"
+        for route, counts in sorted(buckets.items()):
+            label = f'route="{_escape(route)}"'
+            yield from _histogram(
+                "wizard_http_request_duration_seconds",
+                label,
+                [(str(upper), count) for upper, count in zip(HTTP_BUCKETS, counts)],
+                counts[-1],
+                sums[route],
+            )
+
+
+def _escape(value: str) -> str:
+    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
+def _histogram(name, label, finite_buckets, overflow, total) -> Iterable[str]:
+    cumulative = 0
+    for upper, count in finite_buckets:
+        cumulative += count
+        yield f'{name}_bucket{{{label},le="{upper}"}} {cumulative}'
+    cumulative += overflow
+    yield f'{name}_bucket{{{label},le="+Inf"}} {cumulative}'
+    yield f"{name}_sum{{{label}}} {total:.6f}"
+    yield f"{name}_count{{{label}}} {cumulative}"
+
+
+def task_lines(client: valkey.Valkey, node_id: str) -> Iterable[str]:
+    """This node's task counters and duration histogram, from Valkey.
+
+    Raises:
+        valkey.ConnectionError, valkey.TimeoutError: Valkey is unreachable.
+    """
+    with client.pipeline(transaction=False) as pipe:
+        pipe.hgetall(store.stats_key(node_id))
+        pipe.hgetall(store.duration_key(node_id))
+        stats, durations = pipe.execute()
+    submitted, finished = {}, {}
+    for field, value in stats.items():
+        kind, _, operation = field.partition(":")
+        if kind == "submitted":
+            submitted[operation] = int(value)
+        elif kind in ("complete", "failed"):
+            finished[(operation, kind)] = int(value)
+    yield "# HELP wizard_tasks_submitted_total Tasks accepted by this node (202)."
+    yield "# TYPE wizard_tasks_submitted_total counter"
+    for operation, count in sorted(submitted.items()):
+        yield f'wizard_tasks_submitted_total{{operation="{_escape(operation)}"}} {count}'
+    yield "# HELP wizard_tasks_finished_total Tasks this node's workers ended, by outcome."
+    yield "# TYPE wizard_tasks_finished_total counter"
+    for (operation, outcome), count in sorted(finished.items()):
+        yield (
+            f'wizard_tasks_finished_total{{operation="{_escape(operation)}",'
+            f'outcome="{outcome}"}} {count}'
+        )
+    for field, help_text in (
+        ("retried", "Attempts handed back for a retry (lost worker, timeout, shutdown)."),
+        ("dead_lettered", "Tasks moved to the dead-letter queue."),
+        ("fenced_writes", "Late results refused because the writer had lost its lease."),
+    ):
+        yield f"# HELP wizard_tasks_{field}_total {help_text}"
+        yield f"# TYPE wizard_tasks_{field}_total counter"
+        yield f"wizard_tasks_{field}_total {int(stats.get(field, 0))}"
+    yield from _duration_lines(durations)
+
+
+def _duration_lines(durations: dict[str, str]) -> Iterable[str]:
+    name = "wizard_task_duration_seconds"
+    yield f"# HELP {name} Time a worker spent on a task, from claim to recorded outcome."
+    yield f"# TYPE {name} histogram"
+    operations = sorted({field.split("|")[0] for field in durations})
+    for operation in operations:
+        finite = [
+            (str(upper / 1000), int(durations.get(f"{operation}|{upper}", 0)))
+            for upper in queue.DURATION_BUCKETS_MS
+        ]
+        overflow = int(durations.get(f"{operation}|+Inf", 0))
+        total = float(durations.get(f"{operation}|sum", 0)) / 1000
+        label = f'operation="{_escape(operation)}"'
+        yield from _histogram(name, label, finite, overflow, total)
+
+
+def queue_lines(client: valkey.Valkey) -> Iterable[str]:
+    """Gauges read from the shared queue at scrape time (cluster-wide).
+
+    Raises:
+        valkey.ConnectionError, valkey.TimeoutError: Valkey is unreachable.
+    """
+    snapshot = queue_snapshot(client)
+    gauges = (
+        ("wizard_queue_pending_tasks", "Tasks waiting in task_queue.", snapshot["pending"]),
+        ("wizard_queue_delayed_tasks", "Tasks waiting out a retry backoff.", snapshot["delayed"]),
+        ("wizard_tasks_in_flight", "Tasks held by workers right now.", snapshot["in_flight"]),
+        ("wizard_dead_letter_tasks", "Tasks in the dead-letter queue.", snapshot["dead_letter"]),
+        ("wizard_workers_alive", "Workers with a live heartbeat.", snapshot["workers_alive"]),
+        (
+            "wizard_queue_oldest_pending_age_seconds",
+            "Age of the task that has waited longest in task_queue.",
+            snapshot["oldest_pending_age_seconds"],
+        ),
+    )
+    for name, help_text, value in gauges:
+        yield f"# HELP {name} {help_text}"
+        yield f"# TYPE {name} gauge"
+        yield f"{name} {value}"
+
+
+def queue_snapshot(client: valkey.Valkey) -> dict:
+    """Queue counts plus in-flight tasks, live workers and the oldest
+    pending task's age (seconds, 0 when the queue is empty).
+
+    Raises:
+        valkey.ConnectionError, valkey.TimeoutError: Valkey is unreachable.
+    """
+    snapshot = queue.counts(client)
+    processing = [store.processing_key(w) for w in queue.processing_workers(client)]
+    workers = list(client.hkeys(store.WORKER_REGISTRY))
+    with client.pipeline(transaction=False) as pipe:
+        for key in processing:
+            pipe.llen(key)
+        for worker_id in workers:
+            pipe.exists(store.heartbeat_key(worker_id))
+        pipe.lindex(store.TASK_QUEUE, -1)
+        replies = pipe.execute()
+    oldest = replies[-1]
+    snapshot["in_flight"] = sum(replies[: len(processing)])
+    snapshot["workers_alive"] = sum(replies[len(processing) : -1])
+    snapshot["oldest_pending_age_seconds"] = 0.0
+    if oldest is not None:
+        created = client.hget(store.task_key(oldest), "created_at")
+        if created is not None:
+            snapshot["oldest_pending_age_seconds"] = round(max(0.0, time.time() - float(created)), 3)
+    return snapshot
+
+
+def render(http: HttpMetrics, client: valkey.Valkey, node_id: str) -> str:
+    """The whole exposition for ``GET /metrics``.
+
+    Raises:
+        valkey.ConnectionError, valkey.TimeoutError: Valkey is unreachable.
+    """
+    lines = [*http.lines(), *task_lines(client, node_id), *queue_lines(client)]
+    return "\n".join(lines) + "\n"
+
+
+def worker_cards(client: valkey.Valkey) -> dict[str, dict]:
+    """The worker registry decoded: worker id -> its last heartbeat card."""
+    return {w: json.loads(card) for w, card in client.hgetall(store.WORKER_REGISTRY).items()}

@@ -1,0 +1,166 @@
+"""Operations: the math, as pure functions, and the checks on its operands.
+
+The synchronous ``/add`` endpoint and the asynchronous workers share this
+module, so both pay the same simulated cost and give the same answers::
+
+    >>> parse_operand("a", "1.5")
+    1.5
+    >>> compute("add", 1, 2, work_seconds=0)
+    3
+
+Numbers keep their kind: integers stay integers (1 + 2 is 3), anything with
+a decimal point or exponent is a float (1.5 + 2 is 3.5). No I/O happens here.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from typing import Callable, Union
+
+Number = Union[int, float]
+
+#: Longest operand accepted, in characters (as text in a query or form).
+MAX_OPERAND_CHARS = 64
+#: Largest operand magnitude accepted; keeps every result finite and exact
+#: enough to teach with.
+MAX_MAGNITUDE = 1e15
+
+
+class InvalidOperand(ValueError):
+    """Raised when an operand is missing, not a number, not finite, too long
+    or too large. The message says which operand and what to send instead."""
+
+
+class UnknownOperation(ValueError):
+    """Raised when an operation name is not in :data:`OPERATIONS`."""
+
+
+class OperationFailed(ArithmeticError):
+    """Raised when an operation cannot give a finite result (division by
+    zero, overflow). A permanent error: retrying gives the same answer."""
+
+
+def parse_operand(name: str, raw: object) -> Number:
+    """Turn one operand, as text from a query/form or a JSON value, into a number.
+
+    ``"3"`` gives ``3`` (int); ``"3.0"``, ``"1e3"`` give floats; JSON numbers
+    keep their type. Booleans are not numbers.
+
+    Raises:
+        InvalidOperand: missing, non-numeric, non-finite, longer than
+            MAX_OPERAND_CHARS, or of magnitude above MAX_MAGNITUDE.
+    """
+    if raw is None or raw == "":
+        raise InvalidOperand(f"operand '{name}' is missing; send a number, e.g. {name}=2")
+    if isinstance(raw, bool) or not isinstance(raw, (str, int, float)):
+        raise InvalidOperand(f"operand '{name}' must be a number, got {type(raw).__name__}")
+    if isinstance(raw, str):
+        value = _parse_text(name, raw)
+    else:
+        value = raw
+    if isinstance(value, float) and not math.isfinite(value):
+        raise InvalidOperand(f"operand '{name}' must be a finite number, got {raw!r}")
+    if abs(value) > MAX_MAGNITUDE:
+        raise InvalidOperand(f"operand '{name}' must be at most 1e15 in magnitude, got {raw!r}")
+    return value
+
+
+def _parse_text(name: str, raw: str) -> Number:
+    text = raw.strip()
+    if len(text) > MAX_OPERAND_CHARS:
+        raise InvalidOperand(
+            f"operand '{name}' is longer than {MAX_OPERAND_CHARS} characters; send a shorter number"
+        )
+    if not text.isascii() or "_" in text:
+        raise InvalidOperand(f"operand '{name}' must be a plain decimal number, got {raw!r}")
+    try:
+        return int(text)
+    except ValueError:
+        # Not an integer literal: it may still be a decimal or exponent form.
+        pass
+    try:
+        return float(text)
+    except ValueError:
+        raise InvalidOperand(f"operand '{name}' must be a number, got {raw!r}") from None
+
+
+def _add(a: Number, b: Number) -> Number:
+    return a + b
+
+
+def _subtract(a: Number, b: Number) -> Number:
+    return a - b
+
+
+def _multiply(a: Number, b: Number) -> Number:
+    return a * b
+
+
+def _divide(a: Number, b: Number) -> Number:
+    if b == 0:
+        raise OperationFailed("division by zero")
+    if isinstance(a, int) and isinstance(b, int) and a % b == 0:
+        return a // b
+    return a / b
+
+
+def _crash(a: Number, b: Number) -> Number:
+    # Chaos suite only (WIZARD_CHAOS_OPERATIONS=1): the worker process dies
+    # mid-task, as it would on a segfault or the OOM killer.
+    os._exit(70)
+
+
+#: The operations every node knows, by name.
+OPERATIONS: dict[str, Callable[[Number, Number], Number]] = {
+    "add": _add,
+    "subtract": _subtract,
+    "multiply": _multiply,
+    "divide": _divide,
+}
+
+#: Operations that exist only when WIZARD_CHAOS_OPERATIONS=1.
+CHAOS_OPERATIONS: dict[str, Callable[[Number, Number], Number]] = {
+    "crash": _crash,
+}
+
+
+def check_operation(name: str, *, chaos: bool = False) -> str:
+    """Return ``name`` if it is a known operation.
+
+    Raises:
+        UnknownOperation: the name is not in OPERATIONS (or CHAOS_OPERATIONS
+            when ``chaos`` is true).
+    """
+    if name in OPERATIONS or (chaos and name in CHAOS_OPERATIONS):
+        return name
+    known = ", ".join(OPERATIONS)
+    raise UnknownOperation(f"unknown operation {name!r}; use one of: {known}")
+
+
+def simulate_work(seconds: float) -> None:
+    """Burn ``seconds`` of CPU, as a real computation would (not a sleep:
+    a sleeping task would not show why the API must not do the work itself)."""
+    deadline = time.perf_counter() + seconds
+    spins = 0
+    while time.perf_counter() < deadline:
+        spins += 1
+
+
+def compute(operation: str, a: Number, b: Number, *, work_seconds: float) -> Number:
+    """Run ``operation`` on ``a`` and ``b`` after ``work_seconds`` of CPU work.
+
+    Raises:
+        UnknownOperation: the operation does not exist.
+        OperationFailed: no finite result (division by zero, overflow).
+    """
+    function = OPERATIONS.get(operation) or CHAOS_OPERATIONS.get(operation)
+    if function is None:
+        raise UnknownOperation(f"unknown operation {operation!r}")
+    if work_seconds > 0:
+        simulate_work(work_seconds)
+    result = function(a, b)
+    if isinstance(result, float) and not math.isfinite(result):
+        raise OperationFailed(f"{operation} of {a} and {b} has no finite result")
+    return result

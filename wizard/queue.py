@@ -1,0 +1,664 @@
+"""Queue: the task record and every step of its life on Valkey.
+
+Producers and consumers meet only here. A task moves through these states::
+
+    pending ──take──► running ──finish──► complete | failed
+       ▲                 │
+       └──── retry ◄─────┘   (worker lost, timed out, Valkey hiccup; with backoff)
+
+The producer writes the task hash and pushes its id in one MULTI/EXEC
+(:func:`submit`). A consumer takes an id with BLMOVE, which pops it from
+``task_queue`` and copies it into the worker's own processing list in one step
+(the reliable-queue pattern of the Valkey LMOVE documentation), then claims
+it: status ``running``, ``attempts`` + 1 and a lease (owner + expiry in server
+milliseconds) that its heartbeat renews. Finishing is one Lua script, so the
+result, the status, the timestamps and the removal from the processing list
+happen together or not at all, and only if the worker still holds the lease
+with the same attempt number (a fencing token): a worker that was paused past
+its lease and wakes up after another worker finished has its write refused.
+
+    >>> task_id = submit(client, "add", 1, 2, accepted_by="node-1")   # doctest: +SKIP
+    >>> claim = take(client, "node-1/w1", lease_ms=10_000, block_seconds=1)  # doctest: +SKIP
+    >>> finish(client, claim, result=3)                               # doctest: +SKIP
+    True
+
+Timestamps are Unix seconds from the clock of the node that wrote them;
+lease expiry is compared with Valkey's own clock (``TIME``) inside the
+scripts, so nodes with skewed clocks still agree on who holds a lease.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+import uuid
+from dataclasses import dataclass
+from enum import Enum
+from typing import Optional
+
+import valkey
+
+from . import store
+from .operations import Number
+
+#: How long a dead letter stays readable, seconds (7 days).
+DEAD_LETTER_TTL = 7 * 86400
+#: Longest retry delay, seconds, however many attempts came before.
+MAX_BACKOFF_SECONDS = 30.0
+#: Upper bounds of the task-duration histogram, milliseconds (Prometheus
+#: "le" buckets; "+Inf" is implied).
+DURATION_BUCKETS_MS = (1, 5, 10, 50, 100, 500, 1000, 2500, 5000, 10000, 30000)
+
+
+class TaskStatus(str, Enum):
+    """Where a task is in its life. Stored as the ``status`` field."""
+
+    PENDING = "pending"
+    RUNNING = "running"
+    COMPLETE = "complete"
+    FAILED = "failed"
+
+
+@dataclass(frozen=True)
+class Task:
+    """One task as stored in ``task:<id>``, decoded.
+
+    ``a``, ``b`` and ``result`` keep their JSON kind (int or float).
+    Times are Unix seconds (float) or None when the step has not happened.
+    """
+
+    task_id: str
+    operation: str
+    a: Number
+    b: Number
+    status: TaskStatus
+    accepted_by: str
+    handled_by: Optional[str]
+    attempts: int
+    created_at: float
+    started_at: Optional[float]
+    finished_at: Optional[float]
+    result: Optional[Number] = None
+    error: Optional[str] = None
+    reason: Optional[str] = None
+
+    @classmethod
+    def from_hash(cls, task_id: str, fields: dict[str, str]) -> "Task":
+        """Decode the hash read with HGETALL (strings) into a Task."""
+
+        def number(name: str) -> Optional[Number]:
+            raw = fields.get(name)
+            return None if raw in (None, "") else json.loads(raw)
+
+        def seconds(name: str) -> Optional[float]:
+            raw = fields.get(name)
+            return None if raw in (None, "") else float(raw)
+
+        return cls(
+            task_id=task_id,
+            operation=fields["operation"],
+            a=number("a"),
+            b=number("b"),
+            status=TaskStatus(fields["status"]),
+            accepted_by=fields.get("accepted_by", ""),
+            handled_by=fields.get("handled_by") or None,
+            attempts=int(fields.get("attempts", 0)),
+            created_at=float(fields["created_at"]),
+            started_at=seconds("started_at"),
+            finished_at=seconds("finished_at"),
+            result=number("result"),
+            error=fields.get("error") or None,
+            reason=fields.get("reason") or None,
+        )
+
+    def to_json(self) -> dict:
+        """The task as the API shows it (no lease internals)."""
+        body = {
+            "task_id": self.task_id,
+            "status": self.status.value,
+            "operation": self.operation,
+            "a": self.a,
+            "b": self.b,
+            "accepted_by": self.accepted_by,
+            "handled_by": self.handled_by,
+            "attempts": self.attempts,
+            "created_at": self.created_at,
+            "started_at": self.started_at,
+            "finished_at": self.finished_at,
+        }
+        if self.status is TaskStatus.COMPLETE:
+            body["result"] = self.result
+        if self.error is not None:
+            body["error"] = self.error
+        if self.reason is not None:
+            body["reason"] = self.reason
+        if self.finished_at is not None:
+            body["duration_ms"] = round((self.finished_at - self.created_at) * 1000, 3)
+        return body
+
+
+@dataclass(frozen=True)
+class Claim:
+    """A task a worker has taken and holds the lease on.
+
+    ``attempt`` is the fencing token: the ``attempts`` value this claim set.
+    """
+
+    task_id: str
+    worker_id: str
+    attempt: int
+    operation: str
+    a: Number
+    b: Number
+
+
+def new_task_id() -> str:
+    """A fresh task id: 32 lowercase hex digits (a random UUID4)."""
+    return uuid.uuid4().hex
+
+
+def is_task_id(text: str) -> bool:
+    """True if ``text`` has the shape of a task id (32 hex digits)."""
+    return len(text) == 32 and all(c in "0123456789abcdef" for c in text)
+
+
+def backoff_seconds(attempts: int, base: float) -> float:
+    """Delay before retry number ``attempts`` (1, 2, ...): exponential with
+    "equal jitter" (half fixed, half random), capped at MAX_BACKOFF_SECONDS,
+    as in the AWS Architecture Blog, "Exponential Backoff And Jitter" (2015)."""
+    ceiling = min(MAX_BACKOFF_SECONDS, base * 2 ** max(attempts - 1, 0))
+    return ceiling / 2 + random.uniform(0, ceiling / 2)
+
+
+# --- producer -------------------------------------------------------------
+
+
+def submit(
+    client: valkey.Valkey,
+    operation: str,
+    a: Number,
+    b: Number,
+    *,
+    accepted_by: str,
+    durable: bool = False,
+) -> str:
+    """Store a new task and enqueue its id, atomically (one MULTI/EXEC).
+
+    With ``durable``, waits (WAITAOF, up to 1 s) until Valkey has written the
+    transaction to its append-only file, so a 202 survives a crash of Valkey.
+
+    Returns the task id.
+
+    Raises:
+        valkey.ConnectionError, valkey.TimeoutError: Valkey is unreachable.
+        valkey.ResponseError: Valkey refused (out of memory, AOF off).
+        NotDurable: ``durable`` and the write did not reach the AOF in time.
+    """
+    task_id = new_task_id()
+    fields = {
+        "operation": operation,
+        "a": json.dumps(a),
+        "b": json.dumps(b),
+        "status": TaskStatus.PENDING.value,
+        "accepted_by": accepted_by,
+        "attempts": 0,
+        "created_at": repr(time.time()),
+    }
+    with client.pipeline(transaction=True) as tx:
+        tx.hset(store.task_key(task_id), mapping=fields)
+        tx.lpush(store.TASK_QUEUE, task_id)
+        tx.lpush(store.RECENT_TASKS, task_id)
+        tx.ltrim(store.RECENT_TASKS, 0, store.RECENT_LIMIT - 1)
+        tx.hincrby(store.stats_key(accepted_by), "submitted:" + operation, 1)
+        tx.execute()
+    if durable:
+        local, _replicas = client.execute_command("WAITAOF", 1, 0, 1000)
+        if local < 1:
+            raise NotDurable("Valkey did not confirm the append-only file write within 1 s")
+    return task_id
+
+
+class NotDurable(RuntimeError):
+    """Raised when WIZARD_DURABLE_ACK is on and Valkey did not fsync the task
+    to its append-only file in time: the task may not survive a crash."""
+
+
+# --- readers (never write) ------------------------------------------------
+
+
+def status(client: valkey.Valkey, task_id: str) -> Optional[Task]:
+    """Read one task, or None if there is no such task (or it expired)."""
+    fields = client.hgetall(store.task_key(task_id))
+    if not fields:
+        return None
+    return Task.from_hash(task_id, fields)
+
+
+def read_tasks(client: valkey.Valkey, task_ids: list[str]) -> list[Task]:
+    """Read several tasks in one round trip, skipping ids that expired."""
+    with client.pipeline(transaction=False) as pipe:
+        for task_id in task_ids:
+            pipe.hgetall(store.task_key(task_id))
+        rows = pipe.execute()
+    return [Task.from_hash(i, f) for i, f in zip(task_ids, rows) if f]
+
+
+def recent(client: valkey.Valkey, limit: int) -> list[Task]:
+    """The ``limit`` most recently submitted tasks, newest first: O(limit)."""
+    return read_tasks(client, client.lrange(store.RECENT_TASKS, 0, limit - 1))
+
+
+def dead_letters(client: valkey.Valkey, limit: int = 100) -> list[Task]:
+    """Tasks in the dead-letter queue, newest first (at most ``limit``)."""
+    return read_tasks(client, client.lrange(store.DEAD_LETTER_QUEUE, 0, limit - 1))
+
+
+def counts(client: valkey.Valkey) -> dict[str, int]:
+    """Queue sizes: pending, delayed, dead_letter (one round trip)."""
+    with client.pipeline(transaction=False) as pipe:
+        pipe.llen(store.TASK_QUEUE)
+        pipe.zcard(store.DELAYED_QUEUE)
+        pipe.llen(store.DEAD_LETTER_QUEUE)
+        pending, delayed, dead = pipe.execute()
+    return {"pending": pending, "delayed": delayed, "dead_letter": dead}
+
+
+# --- consumer -------------------------------------------------------------
+
+# Claim a task just moved into this worker's processing list. Refuses (and
+# drops the id from the list) if the task is gone or not pending any more.
+# KEYS: task hash, processing list. ARGV: worker id, lease ms, task id, now (s).
+_CLAIM = """
+local status = redis.call('HGET', KEYS[1], 'status')
+if status ~= 'pending' then
+  redis.call('LREM', KEYS[2], 1, ARGV[3])
+  return false
+end
+local t = redis.call('TIME')
+local now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local attempt = redis.call('HINCRBY', KEYS[1], 'attempts', 1)
+redis.call('HSET', KEYS[1], 'status', 'running', 'handled_by', ARGV[1],
+  'lease_owner', ARGV[1], 'lease_expires', now_ms + tonumber(ARGV[2]),
+  'started_at', ARGV[4])
+local f = redis.call('HMGET', KEYS[1], 'operation', 'a', 'b')
+return {attempt, f[1], f[2], f[3]}
+"""
+
+# Extend a lease, only for its current holder and attempt.
+# KEYS: task hash. ARGV: worker id, attempt, lease ms. Returns 1 or 0.
+_RENEW = """
+local f = redis.call('HMGET', KEYS[1], 'status', 'lease_owner', 'attempts')
+if f[1] ~= 'running' or f[2] ~= ARGV[1] or f[3] ~= ARGV[2] then
+  return 0
+end
+local t = redis.call('TIME')
+local now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+redis.call('HSET', KEYS[1], 'lease_expires', now_ms + tonumber(ARGV[3]))
+return 1
+"""
+
+# Record an outcome, fenced by lease owner + attempt. One atomic step: the
+# outcome, status, finish time, expiry, removal from the processing list,
+# counters and the duration histogram.
+# KEYS: task hash, processing list, stats hash, duration hash.
+# ARGV: worker, attempt, status, field ('result'|'error'), value, finished_at,
+#       ttl seconds, task id, histogram bucket ("le" bound), duration ms.
+_FINISH = """
+redis.call('LREM', KEYS[2], 1, ARGV[8])
+local f = redis.call('HMGET', KEYS[1], 'status', 'lease_owner', 'attempts', 'operation')
+if f[1] ~= 'running' or f[2] ~= ARGV[1] or f[3] ~= ARGV[2] then
+  redis.call('HINCRBY', KEYS[3], 'fenced_writes', 1)
+  return 0
+end
+redis.call('HSET', KEYS[1], 'status', ARGV[3], ARGV[4], ARGV[5],
+  'finished_at', ARGV[6], 'lease_owner', '')
+redis.call('HDEL', KEYS[1], 'lease_expires')
+redis.call('EXPIRE', KEYS[1], tonumber(ARGV[7]))
+redis.call('HINCRBY', KEYS[3], ARGV[3] .. ':' .. f[4], 1)
+redis.call('HINCRBY', KEYS[4], f[4] .. '|' .. ARGV[9], 1)
+redis.call('HINCRBYFLOAT', KEYS[4], f[4] .. '|sum', ARGV[10])
+return 1
+"""
+
+# Hand a task back for another attempt, fenced like _FINISH. If the attempts
+# are used up, dead-letter it instead. Used by a worker (timeout, grace period
+# over) and by the reaper for a lost worker (with the owner and attempt it saw).
+# KEYS: task hash, processing list, queue, delayed zset, dead-letter list, stats.
+# ARGV: worker, attempt, task id, reason, error text,
+#       max attempts, due time (s, 0 = front of the queue now), now (s),
+#       dead-letter ttl, result ttl.
+_RETRY = """
+local f = redis.call('HMGET', KEYS[1], 'status', 'lease_owner', 'attempts', 'operation')
+redis.call('LREM', KEYS[2], 1, ARGV[3])
+if not f[1] then
+  return 'gone'
+end
+if f[1] ~= 'running' or f[2] ~= ARGV[1] or f[3] ~= ARGV[2] then
+  redis.call('HINCRBY', KEYS[6], 'fenced_writes', 1)
+  return 'fenced'
+end
+local attempts = tonumber(f[3] or '0')
+if attempts >= tonumber(ARGV[6]) then
+  redis.call('HSET', KEYS[1], 'status', 'failed', 'reason', ARGV[4],
+    'error', ARGV[5], 'finished_at', ARGV[8], 'lease_owner', '')
+  redis.call('HDEL', KEYS[1], 'lease_expires')
+  redis.call('EXPIRE', KEYS[1], tonumber(ARGV[9]))
+  redis.call('LPUSH', KEYS[5], ARGV[3])
+  redis.call('HINCRBY', KEYS[6], 'failed:' .. f[4], 1)
+  redis.call('HINCRBY', KEYS[6], 'dead_lettered', 1)
+  return 'dead'
+end
+redis.call('HSET', KEYS[1], 'status', 'pending', 'reason', ARGV[4],
+  'error', ARGV[5], 'lease_owner', '')
+redis.call('HDEL', KEYS[1], 'lease_expires')
+redis.call('HINCRBY', KEYS[6], 'retried', 1)
+if tonumber(ARGV[7]) > 0 then
+  redis.call('ZADD', KEYS[4], ARGV[7], ARGV[3])
+else
+  redis.call('RPUSH', KEYS[3], ARGV[3])
+end
+return 'retry'
+"""
+
+
+class Scripts:
+    """The Lua scripts, registered once per client (EVALSHA, reloaded by
+    valkey-py on NOSCRIPT after a Valkey restart)."""
+
+    def __init__(self, client: valkey.Valkey) -> None:
+        self.claim = client.register_script(_CLAIM)
+        self.renew = client.register_script(_RENEW)
+        self.finish = client.register_script(_FINISH)
+        self.retry = client.register_script(_RETRY)
+        self.promote = client.register_script(_PROMOTE)
+        self.redrive = client.register_script(_REDRIVE)
+        self.discard = client.register_script(_DISCARD)
+
+
+def take(
+    client: valkey.Valkey,
+    scripts: Scripts,
+    worker_id: str,
+    *,
+    lease_ms: int,
+    block_seconds: float,
+    fetch: str = "blmove",
+) -> Optional[Claim]:
+    """Block up to ``block_seconds`` for a task and claim it.
+
+    ``fetch="blmove"`` (default) moves the id into the worker's processing
+    list in the same step as the pop, so a crash right after leaves a trace
+    the reaper can find. ``fetch="brpop"`` is the original design: the id
+    exists only in this process's memory until the result is written, and a
+    crash in between loses the task (kept to teach exactly that).
+
+    Returns None when nothing arrived in time, or the id taken was not
+    pending any more (expired, or already finished by another worker).
+
+    Raises:
+        valkey.ConnectionError, valkey.TimeoutError: Valkey is unreachable.
+    """
+    processing = store.processing_key(worker_id)
+    if fetch == "brpop":
+        popped = client.brpop([store.TASK_QUEUE], timeout=block_seconds)
+        task_id = None if popped is None else popped[1]
+    else:
+        task_id = client.blmove(store.TASK_QUEUE, processing, block_seconds, "RIGHT", "LEFT")
+    if task_id is None:
+        return None
+    claimed = scripts.claim(
+        keys=[store.task_key(task_id), processing],
+        args=[worker_id, lease_ms, task_id, repr(time.time())],
+    )
+    if claimed is None:
+        return None
+    attempt, operation, a, b = claimed
+    return Claim(task_id, worker_id, int(attempt), operation, json.loads(a), json.loads(b))
+
+
+def renew(client: valkey.Valkey, scripts: Scripts, claim: Claim, *, lease_ms: int) -> bool:
+    """Extend the lease on ``claim`` by ``lease_ms``. False if it was lost."""
+    renewed = scripts.renew(
+        keys=[store.task_key(claim.task_id)],
+        args=[claim.worker_id, claim.attempt, lease_ms],
+    )
+    return renewed == 1
+
+
+def _bucket(duration_ms: float) -> str:
+    for upper in DURATION_BUCKETS_MS:
+        if duration_ms <= upper:
+            return str(upper)
+    return "+Inf"
+
+
+def finish(
+    client: valkey.Valkey,
+    scripts: Scripts,
+    claim: Claim,
+    *,
+    node_id: str,
+    result_ttl: int,
+    duration_ms: float,
+    result: Optional[Number] = None,
+    error: Optional[str] = None,
+) -> bool:
+    """Record the outcome of ``claim``: ``complete`` with ``result``, or,
+    when ``error`` is given, ``failed`` (a permanent error, not retried).
+
+    Returns False if the write was refused because the worker no longer
+    holds the lease (the refusal is counted in ``stats`` as fenced_writes).
+
+    Raises:
+        valkey.ConnectionError, valkey.TimeoutError: Valkey is unreachable;
+            calling again is safe (the script is idempotent under fencing).
+    """
+    if error is None:
+        outcome, field, value = TaskStatus.COMPLETE.value, "result", json.dumps(result)
+    else:
+        outcome, field, value = TaskStatus.FAILED.value, "error", error
+    written = scripts.finish(
+        keys=[
+            store.task_key(claim.task_id),
+            store.processing_key(claim.worker_id),
+            store.stats_key(node_id),
+            store.duration_key(node_id),
+        ],
+        args=[
+            claim.worker_id,
+            claim.attempt,
+            outcome,
+            field,
+            value,
+            repr(time.time()),
+            result_ttl,
+            claim.task_id,
+            _bucket(duration_ms),
+            round(duration_ms, 3),
+        ],
+    )
+    return written == 1
+
+
+def retry(
+    client: valkey.Valkey,
+    scripts: Scripts,
+    task_id: str,
+    *,
+    node_id: str,
+    worker_id: str,
+    attempt: int,
+    reason: str,
+    error: str,
+    max_attempts: int,
+    delay_seconds: float,
+    result_ttl: int,
+) -> str:
+    """Give a task back for another attempt after ``delay_seconds`` (0: to
+    the front of the queue now), or dead-letter it when ``max_attempts`` are
+    used up (status ``failed``, ``reason`` kept, kept for 7 days).
+    ``node_id`` is the node whose counters record the outcome.
+
+    ``worker_id`` and ``attempt`` are the lease holder and fencing token:
+    a worker passes its own claim's; the reaper passes those it saw on the
+    lost worker's task, so a worker that finished meanwhile wins.
+
+    Returns one of "retry", "dead", "fenced" (caller lost the lease), "gone"
+    (the task expired).
+
+    Raises:
+        valkey.ConnectionError, valkey.TimeoutError: Valkey is unreachable.
+    """
+    now = time.time()
+    due = now + delay_seconds if delay_seconds > 0 else 0
+    return scripts.retry(
+        keys=[
+            store.task_key(task_id),
+            store.processing_key(worker_id),
+            store.TASK_QUEUE,
+            store.DELAYED_QUEUE,
+            store.DEAD_LETTER_QUEUE,
+            store.stats_key(node_id),
+        ],
+        args=[
+            worker_id,
+            attempt,
+            task_id,
+            reason,
+            error,
+            max_attempts,
+            repr(due),
+            repr(now),
+            DEAD_LETTER_TTL,
+            result_ttl,
+        ],
+    )
+
+
+# --- recovery: the scheduler's tools ---------------------------------------
+
+
+@dataclass(frozen=True)
+class Lost:
+    """A task found in a processing list whose worker has lost it.
+
+    ``owner`` and ``attempt`` are the lease holder and fencing token seen at
+    the time, passed on to :func:`retry` so a late finish still wins.
+    """
+
+    task_id: str
+    worker_id: str
+    owner: str
+    attempt: int
+    status: TaskStatus
+
+
+def find_lost(client: valkey.Valkey, worker_id: str) -> list[Lost]:
+    """Tasks in ``worker_id``'s processing list that must be handed back.
+
+    A task is lost when its worker's heartbeat has expired (the worker is
+    dead, or frozen), or when its lease expired by Valkey's clock. A task
+    still ``pending`` in the list of a live worker is skipped: the worker has
+    just moved it and is about to claim it. Reads only.
+    """
+    processing = store.processing_key(worker_id)
+    with client.pipeline(transaction=False) as pipe:
+        pipe.lrange(processing, 0, -1)
+        pipe.exists(store.heartbeat_key(worker_id))
+        pipe.time()
+        task_ids, alive, (seconds, micros) = pipe.execute()
+    if not task_ids:
+        return []
+    now_ms = seconds * 1000 + micros // 1000
+    with client.pipeline(transaction=False) as pipe:
+        for task_id in task_ids:
+            pipe.hmget(store.task_key(task_id), "status", "lease_owner", "attempts", "lease_expires")
+        rows = pipe.execute()
+    lost = []
+    for task_id, (state, owner, attempts, expires) in zip(task_ids, rows):
+        if state is None:
+            lost.append(Lost(task_id, worker_id, "", 0, TaskStatus.FAILED))
+            continue
+        expired = expires is not None and int(expires) < now_ms
+        if alive and not expired:
+            continue
+        lost.append(Lost(task_id, worker_id, owner or "", int(attempts or 0), TaskStatus(state)))
+    return lost
+
+
+def requeue_unclaimed(client: valkey.Valkey, task_id: str, worker_id: str) -> None:
+    """Move a never-claimed (or vanished) id out of a dead worker's
+    processing list; a pending task goes back to the front of the queue."""
+    with client.pipeline(transaction=True) as tx:
+        tx.lrem(store.processing_key(worker_id), 1, task_id)
+        tx.exists(store.task_key(task_id))
+        removed, exists = tx.execute()
+    if removed and exists:
+        client.rpush(store.TASK_QUEUE, task_id)
+
+
+def processing_workers(client: valkey.Valkey) -> list[str]:
+    """Ids of the workers that have a processing list (SCAN, not KEYS)."""
+    prefix = store.PROCESSING_PREFIX
+    return [key[len(prefix):] for key in client.scan_iter(match=prefix + "*", count=500)]
+
+
+# Move due ids from the delayed set to the front of the queue, atomically.
+# KEYS: delayed zset, queue. ARGV: now (s), limit. Returns how many moved.
+_PROMOTE = """
+local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[2]))
+for _, id in ipairs(due) do
+  redis.call('ZREM', KEYS[1], id)
+  redis.call('RPUSH', KEYS[2], id)
+end
+return #due
+"""
+
+
+def promote_due(scripts: Scripts, *, limit: int = 500) -> int:
+    """Move up to ``limit`` retries whose backoff has elapsed back into the
+    queue. Returns how many moved."""
+    return scripts.promote(keys=[store.DELAYED_QUEUE, store.TASK_QUEUE], args=[repr(time.time()), limit])
+
+
+# Take a task out of the dead-letter queue and enqueue it afresh.
+# KEYS: dead-letter list, task hash, queue. ARGV: task id.
+_REDRIVE = """
+if redis.call('LREM', KEYS[1], 1, ARGV[1]) == 0 then
+  return 0
+end
+if redis.call('EXISTS', KEYS[2]) == 0 then
+  return 0
+end
+redis.call('HSET', KEYS[2], 'status', 'pending', 'attempts', 0)
+redis.call('HDEL', KEYS[2], 'reason', 'error', 'finished_at', 'started_at', 'handled_by')
+redis.call('PERSIST', KEYS[2])
+redis.call('LPUSH', KEYS[3], ARGV[1])
+return 1
+"""
+
+
+def redrive_dead_letter(scripts: Scripts, task_id: str) -> bool:
+    """Put a dead-lettered task back in the queue with its attempts reset.
+    Returns False if ``task_id`` is not in the dead-letter queue."""
+    keys = [store.DEAD_LETTER_QUEUE, store.task_key(task_id), store.TASK_QUEUE]
+    return scripts.redrive(keys=keys, args=[task_id]) == 1
+
+
+# Remove a task from the dead-letter queue and delete its hash.
+# KEYS: dead-letter list, task hash. ARGV: task id.
+_DISCARD = """
+if redis.call('LREM', KEYS[1], 1, ARGV[1]) == 0 then
+  return 0
+end
+redis.call('DEL', KEYS[2])
+return 1
+"""
+
+
+def delete_dead_letter(scripts: Scripts, task_id: str) -> bool:
+    """Remove a task from the dead-letter queue and delete it, atomically.
+    Returns False if ``task_id`` is not in the dead-letter queue."""
+    keys = [store.DEAD_LETTER_QUEUE, store.task_key(task_id)]
+    return scripts.discard(keys=keys, args=[task_id]) == 1

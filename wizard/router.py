@@ -1,0 +1,333 @@
+"""Router: a small framework-free WSGI layer (PEP 3333).
+
+Three pieces, each plain data:
+
+- :class:`Request` wraps the WSGI environ (method, path, query, headers,
+  body with a size limit, form and JSON parsing);
+- :class:`Response` is a status, headers and a body;
+- :class:`Router` is a table of routes. ``match()`` returns the handler and
+  the path parameters, or raises :class:`NotFound` / :class:`MethodNotAllowed`.
+
+Errors are exceptions (:class:`HTTPError` and its subclasses) rendered in
+one place, :meth:`Router.wsgi`, as RFC 9457 problem details::
+
+    >>> router = Router([Route("GET", "/tasks/<task_id>/status", lambda request, task_id: ...)])
+    >>> handler, params = router.match("GET", "/tasks/abc/status")
+    >>> params
+    {'task_id': 'abc'}
+    >>> router.match("POST", "/tasks/abc/status")
+    Traceback (most recent call last):
+    ...
+    wizard.router.MethodNotAllowed: POST is not allowed on /tasks/abc/status; use GET
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import uuid
+from dataclasses import dataclass, field
+from http import HTTPStatus
+from typing import Callable, Iterable, Optional
+from urllib.parse import parse_qs
+
+log = logging.getLogger(__name__)
+
+#: Largest request body accepted, bytes.
+MAX_BODY_BYTES = 16 * 1024
+
+#: Where the ``type`` URIs of our problem documents point (RFC 9457 §3.1.1).
+PROBLEM_BASE = "https://math-wizard.example/problems/"
+
+
+# --- errors ---------------------------------------------------------------
+
+
+class HTTPError(Exception):
+    """Base of every error a handler may raise; rendered as problem+json.
+
+    ``detail`` is one sentence telling the client what to fix. ``headers``
+    are added to the response (``Allow``, ``Retry-After``...).
+    """
+
+    status: int = 500
+    slug: str = "internal-error"
+
+    def __init__(self, detail: str, *, headers: Optional[dict[str, str]] = None) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        self.headers = headers or {}
+
+    def problem(self) -> dict:
+        """The RFC 9457 members: type, title, status, detail."""
+        return {
+            "type": PROBLEM_BASE + self.slug,
+            "title": HTTPStatus(self.status).phrase,
+            "status": self.status,
+            "detail": self.detail,
+        }
+
+
+class BadRequest(HTTPError):
+    """Raised when the request is malformed or an operand is invalid (400)."""
+
+    status, slug = 400, "invalid-input"
+
+
+class Forbidden(HTTPError):
+    """Raised when the credentials are missing or wrong (403)."""
+
+    status, slug = 403, "forbidden"
+
+
+class NotFound(HTTPError):
+    """Raised when no route or no such resource exists (404)."""
+
+    status, slug = 404, "not-found"
+
+
+class MethodNotAllowed(HTTPError):
+    """Raised when the path exists but not for this method (405); carries
+    the allowed methods in the ``Allow`` header (RFC 9110 §15.5.6)."""
+
+    status, slug = 405, "method-not-allowed"
+
+    def __init__(self, detail: str, allowed: Iterable[str]) -> None:
+        self.allowed = sorted(set(allowed))
+        super().__init__(detail, headers={"Allow": ", ".join(self.allowed)})
+
+
+class PayloadTooLarge(HTTPError):
+    """Raised when the body is longer than MAX_BODY_BYTES (413)."""
+
+    status, slug = 413, "payload-too-large"
+
+
+class UnsupportedMediaType(HTTPError):
+    """Raised when the body's Content-Type is not JSON or a form (415)."""
+
+    status, slug = 415, "unsupported-media-type"
+
+
+class TooManyRequests(HTTPError):
+    """Raised when a client exceeds its rate limit (429, with Retry-After)."""
+
+    status, slug = 429, "too-many-requests"
+
+
+class ServiceUnavailable(HTTPError):
+    """Raised when a dependency (Valkey) is unreachable (503, Retry-After)."""
+
+    status, slug = 503, "service-unavailable"
+
+    def __init__(self, detail: str, *, retry_after: int = 1) -> None:
+        super().__init__(detail, headers={"Retry-After": str(retry_after)})
+
+
+# --- request and response -------------------------------------------------
+
+
+class Request:
+    """One HTTP request, read from a WSGI ``environ``.
+
+    ``query`` maps each name to its first value. The body is read at most
+    once, lazily, and never more than MAX_BODY_BYTES.
+    """
+
+    def __init__(self, environ: dict) -> None:
+        self.environ = environ
+        self.method: str = environ.get("REQUEST_METHOD", "GET").upper()
+        self.path: str = environ.get("PATH_INFO", "") or "/"
+        raw_query = environ.get("QUERY_STRING", "")
+        self.query: dict[str, str] = {
+            k: v[0] for k, v in parse_qs(raw_query, keep_blank_values=True).items()
+        }
+        incoming = environ.get("HTTP_X_REQUEST_ID", "")
+        self.request_id: str = incoming if _is_token(incoming) else uuid.uuid4().hex
+        self._body: Optional[bytes] = None
+
+    def header(self, name: str, default: str = "") -> str:
+        """A request header by name (case-insensitive)."""
+        key = name.upper().replace("-", "_")
+        if key in ("CONTENT_TYPE", "CONTENT_LENGTH"):
+            return self.environ.get(key, default)
+        return self.environ.get("HTTP_" + key, default)
+
+    @property
+    def content_type(self) -> str:
+        """The media type of the body, lowercased, without parameters."""
+        return self.header("Content-Type").split(";")[0].strip().lower()
+
+    def body(self) -> bytes:
+        """The raw body, bytes.
+
+        Raises:
+            PayloadTooLarge: longer than MAX_BODY_BYTES.
+            BadRequest: Content-Length is not a number.
+        """
+        if self._body is None:
+            raw_length = self.header("Content-Length") or "0"
+            try:
+                length = int(raw_length)
+            except ValueError:
+                raise BadRequest("Content-Length must be a whole number of bytes") from None
+            if length > MAX_BODY_BYTES:
+                raise PayloadTooLarge(f"the body may be at most {MAX_BODY_BYTES} bytes")
+            self._body = self.environ["wsgi.input"].read(length) if length > 0 else b""
+        return self._body
+
+    def fields(self) -> dict[str, object]:
+        """The parameters of the request: query string, overlaid by a form
+        or JSON object body if there is one.
+
+        Raises:
+            UnsupportedMediaType: a body of another content type.
+            BadRequest: the body is not valid JSON, or not a JSON object.
+            PayloadTooLarge: see :meth:`body`.
+        """
+        values: dict[str, object] = dict(self.query)
+        body = self.body()
+        if not body:
+            return values
+        if self.content_type == "application/json":
+            values.update(_json_object(body))
+        elif self.content_type == "application/x-www-form-urlencoded":
+            text = body.decode("utf-8", errors="replace")
+            values.update({k: v[0] for k, v in parse_qs(text, keep_blank_values=True).items()})
+        else:
+            raise UnsupportedMediaType(
+                "send the body as application/json or application/x-www-form-urlencoded"
+            )
+        return values
+
+
+def _is_token(text: str) -> bool:
+    return 0 < len(text) <= 64 and all(c.isalnum() or c in "-_." for c in text)
+
+
+def _json_object(body: bytes) -> dict:
+    try:
+        value = json.loads(body, parse_constant=_reject_constant)
+    except (UnicodeDecodeError, ValueError) as error:
+        raise BadRequest(f"the body is not valid JSON ({error})") from None
+    if not isinstance(value, dict):
+        raise BadRequest("the JSON body must be an object, like {\"a\": 1, \"b\": 2}")
+    return value
+
+
+def _reject_constant(name: str) -> float:
+    # json.loads accepts NaN and Infinity by default; RFC 8259 does not.
+    raise ValueError(f"{name} is not valid JSON")
+
+
+@dataclass
+class Response:
+    """A status, headers and a body (bytes). Build JSON ones with :meth:`json`."""
+
+    status: int = 200
+    body: bytes = b""
+    headers: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def json(cls, data: dict, status: int = 200, **headers: str) -> "Response":
+        """A JSON response. NaN and Infinity are refused (ValueError): they
+        are not JSON, and no response may contain them."""
+        body = json.dumps(data, allow_nan=False, separators=(",", ":")).encode()
+        return cls(status, body, {"Content-Type": "application/json", **headers})
+
+
+# --- routing --------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Route:
+    """One line of the route table. ``pattern`` may hold ``<name>``
+    segments, each matching one path segment (no ``/``)."""
+
+    method: str
+    pattern: str
+    handler: Callable[..., Response]
+    name: str = ""
+
+    def compile(self) -> re.Pattern:
+        """The pattern as an anchored regular expression."""
+        parts = []
+        for segment in self.pattern.split("/"):
+            if segment.startswith("<") and segment.endswith(">"):
+                parts.append(f"(?P<{segment[1:-1]}>[^/]+)")
+            else:
+                parts.append(re.escape(segment))
+        return re.compile("^" + "/".join(parts) + "$")
+
+
+class Router:
+    """A route table: matches requests to handlers and renders errors.
+    ``node_id`` is added to every problem document as ``handled_by``."""
+
+    def __init__(self, routes: list[Route], *, node_id: str = "") -> None:
+        self.routes = routes
+        self.node_id = node_id
+        self._compiled = [(route, route.compile()) for route in routes]
+
+    def match(self, method: str, path: str) -> tuple[Route, dict[str, str]]:
+        """The route for ``method`` and ``path`` and its path parameters.
+
+        HEAD is served by GET routes.
+
+        Raises:
+            NotFound: no route has this path.
+            MethodNotAllowed: routes have this path, for other methods.
+        """
+        allowed = []
+        for route, regex in self._compiled:
+            found = regex.match(path)
+            if found is None:
+                continue
+            if route.method == method or (method == "HEAD" and route.method == "GET"):
+                return route, found.groupdict()
+            allowed.append(route.method)
+        if allowed:
+            if "GET" in allowed:
+                allowed.append("HEAD")
+            raise MethodNotAllowed(
+                f"{method} is not allowed on {path}; use {', '.join(sorted(set(allowed) - {'HEAD'}))}",
+                allowed,
+            )
+        raise NotFound(f"there is no route {path}; see /openapi.json for the routes")
+
+    def dispatch(self, request: Request) -> tuple[Route | None, Response]:
+        """Match and run a handler; render any error as problem+json.
+
+        The only broad ``except`` of the web half: an unexpected exception is
+        logged with its traceback and becomes a plain 500 problem.
+        """
+        route = None
+        try:
+            route, params = self.match(request.method, request.path)
+            return route, route.handler(request, **params)
+        except HTTPError as error:
+            return route, self.problem(error)
+        except Exception:
+            # The WSGI boundary: a bug. Log it; never show a traceback.
+            log.exception("unhandled error", extra={"request_id": request.request_id})
+            return route, self.problem(HTTPError("the server failed; the error is logged"))
+
+    def problem(self, error: HTTPError) -> Response:
+        """Render an HTTPError as an RFC 9457 ``application/problem+json``."""
+        body = {**error.problem(), "handled_by": self.node_id}
+        response = Response.json(body, error.status, **error.headers)
+        response.headers["Content-Type"] = "application/problem+json"
+        return response
+
+
+def start_response_for(response: Response, request: Request, start_response) -> list[bytes]:
+    """Send ``response`` through WSGI ``start_response``; HEAD gets no body.
+    Adds ``X-Request-ID``. Returns the WSGI body iterable."""
+    headers = dict(response.headers)
+    headers["X-Request-ID"] = request.request_id
+    headers["Content-Length"] = str(len(response.body))
+    status = f"{response.status} {HTTPStatus(response.status).phrase}"
+    start_response(status, list(headers.items()))
+    return [b""] if request.method == "HEAD" else [response.body]
+

@@ -1,0 +1,105 @@
+"""Store: the connection to Valkey and the name of every key the system uses.
+
+Valkey is the only shared state. Every key name is built here, once, with a
+comment giving its type and meaning, so ``grep`` finds every reader and
+writer of a key::
+
+    >>> task_key("3f2a")
+    'task:3f2a'
+    >>> processing_key("node-1/w1")
+    'task_queue:processing:node-1/w1'
+
+:func:`connect` is called inside each process (API process, each worker):
+a Valkey connection is never shared across a fork or a spawn.
+"""
+
+from __future__ import annotations
+
+import valkey
+
+from .config import Settings
+
+#: list of task ids waiting for a consumer; producers LPUSH, consumers take
+#: from the right, so the queue is first in, first out.
+TASK_QUEUE = "task_queue"
+
+#: sorted set of task ids waiting to be retried; score = due time (Unix
+#: seconds). The scheduler moves due ids back to TASK_QUEUE.
+DELAYED_QUEUE = "task_queue:delayed"
+
+#: list of task ids that exhausted their attempts (newest first).
+DEAD_LETTER_QUEUE = "dead_letter_queue"
+
+#: list of the most recent task ids (newest first), capped at RECENT_LIMIT,
+#: so the dashboard feed costs O(limit), never a scan.
+RECENT_TASKS = "tasks:recent"
+RECENT_LIMIT = 200
+
+#: hash worker id -> JSON {"node", "pid", "at"}: every worker ever seen,
+#: with its last heartbeat, so /cluster can show dead ones greyed out.
+WORKER_REGISTRY = "workers"
+
+#: string holding the node id of the one scheduler allowed to reap and
+#: promote; SET NX with an expiry, so another node takes over when it dies.
+SCHEDULER_LOCK = "scheduler:lock"
+
+#: hash of one node's counters: "submitted:<op>", "complete:<op>",
+#: "failed:<op>", "retried", "dead_lettered", "fenced_writes". Integers,
+#: only ever HINCRBY; each node counts what its own processes did.
+STATS_PREFIX = "stats:node:"
+
+#: hash of one node's task-duration histogram: "<op>|<le>" -> count, and
+#: "<op>|sum" -> total milliseconds. Written by that node's workers.
+DURATION_PREFIX = "stats:duration:"
+
+PROCESSING_PREFIX = "task_queue:processing:"
+TASK_PREFIX = "task:"
+HEARTBEAT_PREFIX = "worker:"
+
+
+def task_key(task_id: str) -> str:
+    """Hash of one task: operation, operands, status, result or error, who
+    accepted and handled it, attempts, lease owner and expiry, timestamps.
+    Expires ``WIZARD_RESULT_TTL`` seconds after the task ends."""
+    return TASK_PREFIX + task_id
+
+
+def processing_key(worker_id: str) -> str:
+    """List of the ids a worker has taken and not yet finished (the reliable
+    queue pattern: BLMOVE copies the id here in the same step as the pop)."""
+    return PROCESSING_PREFIX + worker_id
+
+
+def heartbeat_key(worker_id: str) -> str:
+    """String with a TTL of one lease: present while the worker is alive."""
+    return HEARTBEAT_PREFIX + worker_id
+
+
+def stats_key(node_id: str) -> str:
+    """Hash of one node's counters (see STATS_PREFIX)."""
+    return STATS_PREFIX + node_id
+
+
+def duration_key(node_id: str) -> str:
+    """Hash holding one node's task-duration histogram (see DURATION_PREFIX)."""
+    return DURATION_PREFIX + node_id
+
+
+def connect(settings: Settings, *, blocking_seconds: float = 0.0) -> valkey.Valkey:
+    """Open a client for ``settings.valkey_url`` (a pool, connected lazily).
+
+    ``blocking_seconds`` is the longest blocking command this client will
+    send (BLMOVE's timeout). The socket timeout is set one second longer, so a
+    blocking pop returns ``None`` on an empty queue rather than raising
+    ``TimeoutError``; a dead server is still noticed within that time.
+
+    Connection errors are not retried inside the client: the caller decides
+    (the API answers 503, a worker backs off). Raises nothing itself.
+    """
+    return valkey.Valkey.from_url(
+        settings.valkey_url,
+        socket_connect_timeout=0.5,
+        socket_timeout=blocking_seconds + 1.0,
+        health_check_interval=0,
+        decode_responses=True,
+    )

@@ -1,0 +1,217 @@
+"""Supervisor: one node's parent process. Boring on purpose.
+
+``python -m wizard node`` runs :func:`run_node`. It starts, with
+``multiprocessing``:
+
+- one API process (waitress serving the WSGI app: the producer),
+- ``WIZARD_WORKERS`` worker processes (the consumers),
+- one scheduler process (reaper and retry clock; only one node's acts).
+
+A child that dies unexpectedly is restarted after an exponential backoff
+(0.5 s, 1 s, 2 s ... capped at 30 s; reset once it has run for a minute),
+and the death is logged with its exit code.
+
+The start method is ``spawn``, chosen deliberately: each child begins with a
+fresh interpreter, so no Valkey socket, lock or thread of the parent leaks
+into it, and each child builds its own connection (``fork`` would copy the
+parent's open sockets).
+
+Signals: SIGTERM or SIGINT asks every child to stop (SIGTERM); workers finish
+their current task within ``WIZARD_GRACE_SECONDS``; the supervisor waits for
+them, kills what is still there a few seconds after that, and exits 0. A
+second signal stops the children at once.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import os
+import signal
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Optional
+
+from . import logs
+from .config import Settings
+
+log = logging.getLogger(__name__)
+
+#: Exit codes of ``python -m wizard node``.
+EXIT_OK = 0
+EXIT_CONFIG = 2
+
+#: Restart backoff: first delay, cap, and how long a child must live for
+#: its backoff to start over, seconds.
+RESTART_FIRST = 0.5
+RESTART_CAP = 30.0
+RESTART_RESET_AFTER = 60.0
+
+#: Extra time given to children after the grace period before SIGKILL, seconds.
+KILL_MARGIN = 5.0
+
+_SPAWN = multiprocessing.get_context("spawn")
+
+
+def run_api(settings: Settings) -> None:
+    """Entry point of the API process: serve the WSGI app with waitress until
+    SIGTERM, then finish in-flight requests and exit."""
+    import waitress
+
+    from .api import make_app
+
+    logs.configure(settings.log_level, node=settings.node_id, process="api")
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    server = waitress.create_server(
+        make_app(settings),
+        host=settings.host,
+        port=settings.port,
+        threads=settings.threads,
+        ident="wizard",
+        # Long enough for nginx keepalive reuse, short enough to free threads.
+        channel_timeout=30,
+    )
+    _exit_when_orphaned()
+    log.info("api listening", extra={"url": f"http://{settings.host}:{settings.port}"})
+    server.run()
+    log.info("api stopping: SIGTERM")
+
+
+def _exit_on_sigterm(signum, frame) -> None:
+    # waitress.run() catches SystemExit and shuts its thread pool down.
+    raise SystemExit(0)
+
+
+def _exit_when_orphaned() -> None:
+    """Exit if the supervisor dies without telling us (e.g. SIGKILL)."""
+    parent = os.getppid()
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(1.0)
+        log.warning("api stopping: the supervisor is gone")
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=watch, name="orphan-watch", daemon=True).start()
+
+
+@dataclass
+class Child:
+    """One supervised process: how to start it, the running process, and
+    its restart bookkeeping."""
+
+    name: str
+    target: Callable[..., None]
+    args: tuple
+    process: Optional[multiprocessing.process.BaseProcess] = None
+    started_at: float = 0.0
+    restarts: int = 0
+    restart_at: Optional[float] = None
+    history: list = field(default_factory=list)
+
+    def start(self) -> None:
+        """Spawn the process (a fresh interpreter)."""
+        self.process = _SPAWN.Process(target=self.target, args=self.args, name=self.name)
+        self.process.start()
+        self.started_at = time.monotonic()
+        self.restart_at = None
+        log.info(f"started {self.name}", extra={"pid": self.process.pid})
+
+    def alive(self) -> bool:
+        return self.process is not None and self.process.is_alive()
+
+
+class Supervisor:
+    """Starts the children of one node, restarts the dead, stops them all."""
+
+    def __init__(self, settings: Settings) -> None:
+        from .scheduler import run_scheduler
+        from .worker import run_worker
+
+        self.settings = settings
+        self.children = [Child("api", run_api, (settings,))]
+        for n in range(1, settings.workers + 1):
+            worker_id = f"{settings.node_id}/w{n}"
+            self.children.append(Child(worker_id, run_worker, (settings, worker_id)))
+        self.children.append(Child("scheduler", run_scheduler, (settings,)))
+        self.stop_reason: Optional[str] = None
+        self._wake = threading.Event()
+
+    def request_stop(self, signum, frame) -> None:
+        """Signal handler: first signal stops gracefully, second at once."""
+        name = signal.Signals(signum).name
+        if self.stop_reason is not None:
+            log.warning(f"second {name}: stopping children now")
+            self._signal_all(signal.SIGKILL)
+            return
+        self.stop_reason = name
+        self._wake.set()
+
+    def run(self) -> int:
+        """Start everything, watch it, stop on a signal. Returns the exit code."""
+        signal.signal(signal.SIGTERM, self.request_stop)
+        signal.signal(signal.SIGINT, self.request_stop)
+        log.info("node starting", extra={"pid": os.getpid()})
+        for child in self.children:
+            child.start()
+        while self.stop_reason is None:
+            self._restart_the_dead()
+            self._wake.wait(0.2)
+        log.info(f"node stopping on {self.stop_reason}: asking children to finish")
+        self._stop_children()
+        log.info("node stopped")
+        return EXIT_OK
+
+    def _restart_the_dead(self) -> None:
+        now = time.monotonic()
+        for child in self.children:
+            if child.alive():
+                continue
+            if child.restart_at is None:
+                child.restart_at = now + self._backoff(child, now)
+                log.warning(
+                    f"{child.name} died; restarting",
+                    extra={
+                        "pid": child.process.pid,
+                        "exit_code": child.process.exitcode,
+                        "delay_seconds": round(child.restart_at - now, 3),
+                    },
+                )
+            elif now >= child.restart_at:
+                child.restarts += 1
+                child.start()
+
+    @staticmethod
+    def _backoff(child: Child, now: float) -> float:
+        if now - child.started_at > RESTART_RESET_AFTER:
+            child.restarts = 0
+        return min(RESTART_CAP, RESTART_FIRST * 2**child.restarts)
+
+    def _signal_all(self, signum: int) -> None:
+        for child in self.children:
+            if child.alive():
+                try:
+                    os.kill(child.process.pid, signum)
+                except ProcessLookupError:
+                    # It exited between the check and the signal: fine.
+                    pass
+
+    def _stop_children(self) -> None:
+        self._signal_all(signal.SIGTERM)
+        deadline = time.monotonic() + self.settings.grace_seconds + KILL_MARGIN
+        for child in self.children:
+            if child.process is None:
+                continue
+            child.process.join(max(0.0, deadline - time.monotonic()))
+            if child.process.is_alive():
+                log.warning(f"{child.name} did not stop in time; killing it")
+                child.process.kill()
+                child.process.join()
+
+
+def run_node(settings: Settings) -> int:
+    """``python -m wizard node``: run one node until SIGTERM/SIGINT."""
+    logs.configure(settings.log_level, node=settings.node_id, process="supervisor")
+    return Supervisor(settings).run()
