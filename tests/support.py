@@ -1,0 +1,77 @@
+"""Helpers shared by the tests: waiting on conditions and calling WSGI apps.
+
+Never sleep a guessed delay: wait for the condition, with a deadline.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import time
+from typing import Callable, Optional, TypeVar
+from urllib.parse import urlencode
+from wsgiref.util import setup_testing_defaults
+
+T = TypeVar("T")
+
+
+def wait_for(
+    condition: Callable[[], T], *, timeout: float = 10.0, interval: float = 0.02, what: str = ""
+) -> T:
+    """Call ``condition`` until it returns something truthy; return that.
+
+    Raises:
+        AssertionError: ``timeout`` seconds passed first.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:g} s waiting for {what or condition}")
+        time.sleep(interval)
+
+
+class WsgiResponse:
+    """What a WSGI app answered: status code, headers (dict), body bytes."""
+
+    def __init__(self, status: str, headers: list[tuple[str, str]], body: bytes) -> None:
+        self.status = int(status.split()[0])
+        self.headers = dict(headers)
+        self.body = body
+
+    def json(self):
+        return json.loads(self.body)
+
+
+def call(
+    app,
+    method: str,
+    path: str,
+    *,
+    query: Optional[dict] = None,
+    body: bytes = b"",
+    content_type: str = "",
+    headers: Optional[dict[str, str]] = None,
+) -> WsgiResponse:
+    """Call a WSGI ``app`` in-process with a ``wsgiref`` environ."""
+    environ: dict = {
+        "REQUEST_METHOD": method,
+        "PATH_INFO": path,
+        "QUERY_STRING": urlencode(query or {}),
+        "CONTENT_LENGTH": str(len(body)),
+        "wsgi.input": io.BytesIO(body),
+    }
+    if content_type:
+        environ["CONTENT_TYPE"] = content_type
+    for name, value in (headers or {}).items():
+        environ["HTTP_" + name.upper().replace("-", "_")] = value
+    setup_testing_defaults(environ)
+    captured = {}
+
+    def start_response(status, response_headers, exc_info=None):
+        captured["status"], captured["headers"] = status, response_headers
+
+    chunks = app(environ, start_response)
+    return WsgiResponse(captured["status"], captured["headers"], b"".join(chunks))
