@@ -137,16 +137,20 @@ class Worker:
     def _compute(self, claim: queue.Claim) -> queue.Number:
         """Run the operation under a time limit: SIGALRM after
         ``task_timeout`` (or at the end of the grace period, if sooner)."""
-        in_main_thread = threading.current_thread() is threading.main_thread()
-        if in_main_thread:
-            signal.setitimer(signal.ITIMER_REAL, self._time_left(self.settings.task_timeout))
+        if threading.current_thread() is not threading.main_thread():
+            # Signals reach only the main thread: no time limit elsewhere.
+            return compute(
+                claim.operation, claim.a, claim.b, work_seconds=self.settings.work_seconds
+            )
+        previous = signal.signal(signal.SIGALRM, self._on_alarm)
+        signal.setitimer(signal.ITIMER_REAL, self._time_left(self.settings.task_timeout))
         try:
             return compute(
                 claim.operation, claim.a, claim.b, work_seconds=self.settings.work_seconds
             )
         finally:
-            if in_main_thread:
-                signal.setitimer(signal.ITIMER_REAL, 0)
+            signal.setitimer(signal.ITIMER_REAL, 0)
+            signal.signal(signal.SIGALRM, previous)
 
     def _time_left(self, limit: float) -> float:
         if self._grace_deadline is None:
@@ -316,7 +320,6 @@ class Worker:
     def _install_signal_handlers(self) -> None:
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         signal.signal(signal.SIGTERM, self._on_sigterm)
-        signal.signal(signal.SIGALRM, self._on_alarm)
 
     def _on_sigterm(self, signum, frame) -> None:
         if self.stop_reason is not None:

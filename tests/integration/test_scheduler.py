@@ -1,0 +1,108 @@
+"""The reaper and the retry clock, on a real Valkey."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from wizard import queue, store
+from wizard.scheduler import Scheduler
+from wizard.worker import Worker
+
+
+def submit(client):
+    return queue.submit(client, "add", 1, 2, accepted_by="node-1")
+
+
+def take_as(settings, client, worker_id):
+    """Take a task as a worker that never heartbeats (it 'died' at once)."""
+    return queue.take(
+        client, queue.Scripts(client), worker_id, lease_ms=int(settings.lease_seconds * 1000),
+        block_seconds=0.1,
+    )
+
+
+def test_the_task_of_a_dead_worker_is_handed_back_with_its_attempt_counted(settings, client):
+    task_id = submit(client)
+    take_as(settings, client, "node-9/w1")
+
+    retried, dead = Scheduler(settings).reap()
+
+    assert (retried, dead) == (1, 0)
+    task = queue.status(client, task_id)
+    assert task.status is queue.TaskStatus.PENDING
+    assert task.attempts == 1 and task.reason == "worker_lost"
+    assert client.llen(store.processing_key("node-9/w1")) == 0
+    assert client.zscore(store.DELAYED_QUEUE, task_id) is not None
+
+
+def test_a_handed_back_task_is_promoted_when_due_and_completed_by_another_worker(
+    settings, client
+):
+    task_id = submit(client)
+    take_as(settings, client, "node-9/w1")
+    scheduler = Scheduler(settings)
+    scheduler.reap()
+    client.zadd(store.DELAYED_QUEUE, {task_id: 0})
+
+    assert scheduler.tick()["promoted"] == 1
+    assert Worker(settings, "node-1/w1", client).work_once() == "complete"
+
+    task = queue.status(client, task_id)
+    assert task.attempts == 2 and task.handled_by == "node-1/w1"
+
+
+def test_after_the_last_attempt_a_lost_task_is_dead_lettered_as_worker_lost(settings, client):
+    once = dataclasses.replace(settings, max_attempts=1)
+    task_id = submit(client)
+    take_as(once, client, "node-9/w1")
+
+    assert Scheduler(once).reap() == (0, 1)
+
+    assert client.lrange(store.DEAD_LETTER_QUEUE, 0, -1) == [task_id]
+    task = queue.status(client, task_id)
+    assert task.status is queue.TaskStatus.FAILED and task.reason == "worker_lost"
+    assert "node-9/w1" in task.error
+
+
+def test_a_live_worker_with_a_valid_lease_keeps_its_task(settings, client):
+    task_id = submit(client)
+    worker = Worker(settings, "node-1/w1", client)
+    worker.beat()
+    take_as(settings, client, "node-1/w1")
+
+    assert Scheduler(settings).reap() == (0, 0)
+    assert queue.status(client, task_id).status is queue.TaskStatus.RUNNING
+
+
+def test_an_expired_lease_is_reaped_even_if_the_worker_still_heartbeats(settings, client):
+    task_id = submit(client)
+    Worker(settings, "node-1/w1", client).beat()
+    take_as(settings, client, "node-1/w1")
+    client.hset(store.task_key(task_id), "lease_expires", 1)
+
+    assert Scheduler(settings).reap() == (1, 0)
+
+
+def test_a_task_moved_but_never_claimed_by_a_dead_worker_goes_back_to_the_queue(
+    settings, client
+):
+    task_id = submit(client)
+    client.lmove(store.TASK_QUEUE, store.processing_key("node-9/w1"), "RIGHT", "LEFT")
+
+    Scheduler(settings).reap()
+
+    assert client.lrange(store.TASK_QUEUE, 0, -1) == [task_id]
+    assert queue.status(client, task_id).attempts == 0
+
+
+def test_only_one_node_leads_and_another_takes_over_when_its_lock_expires(settings, client):
+    first = Scheduler(settings)
+    second = Scheduler(dataclasses.replace(settings, node_id="node-2"))
+
+    assert first.tick()["leader"] is True
+    assert second.tick() == {"leader": False}
+    assert first.tick()["leader"] is True
+
+    client.delete(store.SCHEDULER_LOCK)  # what the lock's expiry does when node-1 dies
+    assert second.tick()["leader"] is True
+    assert first.tick() == {"leader": False}
