@@ -8,7 +8,7 @@
 - one scheduler process (reaper and retry clock; only one node's acts).
 
 A child that dies unexpectedly is restarted after an exponential backoff
-(0.5 s, 1 s, 2 s ... capped at 30 s; reset once it has run for a minute),
+(0.5 s, 1 s, 2 s ... capped at 30 s; reset once it has run for 10 s),
 and the death is logged with its exit code.
 
 The start method is ``spawn``, chosen deliberately: each child begins with a
@@ -30,7 +30,7 @@ import os
 import signal
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable, Optional
 
 from . import logs
@@ -46,7 +46,7 @@ EXIT_CONFIG = 2
 #: its backoff to start over, seconds.
 RESTART_FIRST = 0.5
 RESTART_CAP = 30.0
-RESTART_RESET_AFTER = 60.0
+RESTART_RESET_AFTER = 10.0
 
 #: Extra time given to children after the grace period before SIGKILL, seconds.
 KILL_MARGIN = 5.0
@@ -109,7 +109,6 @@ class Child:
     started_at: float = 0.0
     restarts: int = 0
     restart_at: Optional[float] = None
-    history: list = field(default_factory=list)
 
     def start(self) -> None:
         """Spawn the process (a fresh interpreter)."""
