@@ -114,7 +114,12 @@ class Api:
             # A transaction refused as a whole (often OOM): nothing was stored.
             raise ServiceUnavailable(f"Valkey refused the write ({error}); nothing was stored")
         except queue.NotDurable as error:
-            raise ServiceUnavailable(f"{error}; the task may be lost if Valkey crashes now")
+            # Queued but not confirmed on disk: say so, and name the task so
+            # the client can check it instead of submitting it twice.
+            raise ServiceUnavailable(
+                f"{error}; task {error.task_id} is queued but may be lost if Valkey crashes; "
+                f"check /tasks/{error.task_id}/status before submitting again"
+            )
 
     def json(self, data: dict, status: int = 200, **headers: str) -> Response:
         """A JSON response naming this node as ``handled_by``."""
@@ -238,9 +243,12 @@ class Api:
         return self.json(body, 202, Location=status_url)
 
     def task_status(self, request: Request, task_id: str) -> Response:
-        """``GET /tasks/<id>/status``: read the shared state; never writes."""
+        """``GET /tasks/<id>/status``: read the shared state; never writes.
+
+        ``handled_by`` is the worker that ran the task (None until one claims
+        it), so this body names its node as ``checked_by`` instead."""
         task = self._task(task_id)
-        return self.json({**task.to_json(), "checked_by": self.settings.node_id})
+        return Response.json({**task.to_json(), "checked_by": self.settings.node_id})
 
     def _task(self, task_id: str) -> queue.Task:
         if not queue.is_task_id(task_id):
@@ -263,14 +271,14 @@ class Api:
         """``GET /cluster``: nodes, workers and their heartbeats, queue counts."""
         with self.valkey() as client:
             snapshot = metrics.queue_snapshot(client)
-            cards = metrics.worker_cards(client)
+            cards = sorted(metrics.worker_cards(client).items())
             with client.pipeline(transaction=False) as pipe:
-                for worker_id in cards:
+                for worker_id, _ in cards:
                     pipe.exists(store.heartbeat_key(worker_id))
                 alive = pipe.execute()
         now = time.time()
         nodes: dict[str, dict] = {}
-        for (worker_id, card), is_alive in zip(sorted(cards.items()), alive):
+        for (worker_id, card), is_alive in zip(cards, alive):
             age = round(max(0.0, now - card.get("at", 0)), 3)
             if age > STALE_AFTER:
                 continue

@@ -193,7 +193,7 @@ def submit(
     Raises:
         valkey.ConnectionError, valkey.TimeoutError: Valkey is unreachable.
         valkey.ResponseError: Valkey refused (out of memory, AOF off).
-        NotDurable: ``durable`` and the write did not reach the AOF in time.
+        NotDurable: ``durable`` and the write was not confirmed on disk.
     """
     task_id = new_task_id()
     fields = {
@@ -213,15 +213,29 @@ def submit(
         tx.hincrby(store.stats_key(accepted_by), "submitted:" + operation, 1)
         tx.execute()
     if durable:
-        local, _replicas = client.execute_command("WAITAOF", 1, 0, 1000)
-        if local < 1:
-            raise NotDurable("Valkey did not confirm the append-only file write within 1 s")
+        _wait_for_aof(client, task_id)
     return task_id
 
 
 class NotDurable(RuntimeError):
     """Raised when WIZARD_DURABLE_ACK is on and Valkey did not fsync the task
-    to its append-only file in time: the task may not survive a crash."""
+    to its append-only file in time (or has the AOF off): the task is queued
+    and will probably run, but may not survive a crash of Valkey.
+    ``task_id`` names it."""
+
+    def __init__(self, message: str, task_id: str) -> None:
+        super().__init__(message)
+        self.task_id = task_id
+
+
+def _wait_for_aof(client: valkey.Valkey, task_id: str) -> None:
+    try:
+        local, _replicas = client.execute_command("WAITAOF", 1, 0, 1000)
+    except valkey.ResponseError as error:
+        # WAITAOF refuses outright when appendonly is off.
+        raise NotDurable(f"Valkey cannot confirm durability ({error})", task_id) from None
+    if local < 1:
+        raise NotDurable("Valkey did not confirm the append-only file write within 1 s", task_id)
 
 
 # --- readers (never write) ------------------------------------------------

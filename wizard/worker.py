@@ -83,7 +83,8 @@ class Worker:
         self.current: Optional[queue.Claim] = None
         self.tasks_done = 0
         self.stop_reason: Optional[str] = None
-        self._stopping = threading.Event()
+        self._stopping = threading.Event()  # ends the heartbeat thread
+        self._wake = threading.Event()  # cuts a backoff pause short on stop
         self._grace_deadline: Optional[float] = None
 
     # --- one step ------------------------------------------------------
@@ -274,6 +275,7 @@ class Worker:
         """Ask the loop to stop after the current task, giving ``reason``."""
         if self.stop_reason is None:
             self.stop_reason = reason
+        self._wake.set()
 
     def run(self) -> None:
         """Loop over :meth:`work_once` until asked to stop.
@@ -298,11 +300,11 @@ class Worker:
                     "Valkey unreachable; backing off",
                     extra={"error": str(error), "delay_seconds": round(delay, 3)},
                 )
-                self._stopping.wait(delay)
+                self._wake.wait(delay)
             except Exception:
                 # Boundary of one worker step: log the traceback, keep serving.
                 log.exception("unexpected error in a worker step")
-                self._stopping.wait(1.0)
+                self._wake.wait(1.0)
             if os.getppid() != parent:
                 self.stop("the supervisor is gone")
         self._stopping.set()

@@ -1,0 +1,109 @@
+"""Graceful shutdown of a real node process (supervisor, API, workers)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+
+import pytest
+
+from tests.support import wait_for
+from wizard import queue, store
+from wizard.cluster import children_of, free_port
+
+
+@pytest.fixture
+def start_node(settings, tmp_path):
+    """Start `python -m wizard node` with extra settings; stopped by PID."""
+    started = []
+
+    def start(**env):
+        environment = {
+            **os.environ,
+            "VALKEY_URL": settings.valkey_url,
+            "WIZARD_NODE_ID": "node-1",
+            "WIZARD_HOST": "127.0.0.1",
+            "WIZARD_PORT": str(free_port()),
+            "WIZARD_WORKERS": "1",
+            "WIZARD_LEASE_SECONDS": "2",
+            "WIZARD_BLOCK_SECONDS": "0.2",
+            **{key: str(value) for key, value in env.items()},
+        }
+        log = open(tmp_path / f"node-{len(started)}.log", "wb")
+        node = subprocess.Popen(
+            [sys.executable, "-m", "wizard", "node"], env=environment, stdout=log, stderr=log
+        )
+        started.append((node, log))
+        return node
+
+    yield start
+    for node, log in started:
+        if node.poll() is None:
+            node.kill()
+            node.wait()
+        log.close()
+
+
+def wait_running(client, task_id):
+    key = store.task_key(task_id)
+    wait_for(lambda: client.hget(key, "status") == "running", what="the worker takes the task")
+
+
+def test_on_sigterm_a_worker_finishes_its_task_and_the_node_exits_0(client, start_node):
+    node = start_node(WIZARD_WORK_SECONDS=1, WIZARD_GRACE_SECONDS=10)
+    task_id = queue.submit(client, "add", 2, 3, accepted_by="test")
+    wait_running(client, task_id)
+    family = [node.pid, *children_of(node.pid)]
+
+    node.send_signal(signal.SIGTERM)
+
+    assert node.wait(timeout=20) == 0
+    task = queue.status(client, task_id)
+    assert task.status is queue.TaskStatus.COMPLETE and task.result == 5
+    wait_for(lambda: not any(_alive(pid) for pid in family), timeout=5, what="no orphan")
+
+
+def test_past_the_grace_period_the_task_goes_straight_back_to_the_queue(client, start_node):
+    node = start_node(WIZARD_WORK_SECONDS=30, WIZARD_GRACE_SECONDS=0.5)
+    task_id = queue.submit(client, "add", 2, 3, accepted_by="test")
+    wait_running(client, task_id)
+
+    node.send_signal(signal.SIGTERM)
+
+    assert node.wait(timeout=15) == 0
+    task = queue.status(client, task_id)
+    assert task.status is queue.TaskStatus.PENDING and task.reason == "shutdown"
+    assert client.lrange(store.TASK_QUEUE, 0, -1) == [task_id]
+    assert client.llen(store.processing_key("node-1/w1")) == 0
+
+
+def test_a_worker_that_dies_is_restarted_by_its_supervisor(client, start_node):
+    node = start_node(WIZARD_WORK_SECONDS=0)
+    card = wait_for(lambda: client.hget(store.WORKER_REGISTRY, "node-1/w1"), what="a heartbeat")
+    first_pid = json.loads(card)["pid"]
+
+    os.kill(first_pid, signal.SIGKILL)
+
+    def new_pid():
+        raw = client.hget(store.WORKER_REGISTRY, "node-1/w1")
+        pid = json.loads(raw)["pid"]
+        return pid if pid != first_pid else None
+
+    wait_for(new_pid, timeout=10, what="a restarted worker")
+    task_id = queue.submit(client, "add", 1, 1, accepted_by="test")
+    wait_for(lambda: queue.status(client, task_id).status.value == "complete", what="it works")
+    node.send_signal(signal.SIGTERM)
+    assert node.wait(timeout=20) == 0
+
+
+def _alive(pid: int) -> bool:
+    """True if ``pid`` runs (a zombie awaiting its parent's wait() counts as gone)."""
+    try:
+        stat = open(f"/proc/{pid}/stat").read()
+    except FileNotFoundError:
+        # Gone: what we want.
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
