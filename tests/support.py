@@ -8,7 +8,8 @@ from __future__ import annotations
 import io
 import json
 import time
-from typing import Callable, Optional, TypeVar
+from collections.abc import Callable
+from typing import TypeVar
 from urllib.parse import urlencode
 from wsgiref.util import setup_testing_defaults
 
@@ -50,10 +51,10 @@ def call(
     method: str,
     path: str,
     *,
-    query: Optional[dict] = None,
+    query: dict | None = None,
     body: bytes = b"",
     content_type: str = "",
-    headers: Optional[dict[str, str]] = None,
+    headers: dict[str, str] | None = None,
 ) -> WsgiResponse:
     """Call a WSGI ``app`` in-process with a ``wsgiref`` environ."""
     environ: dict = {

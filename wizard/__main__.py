@@ -23,10 +23,22 @@ def _parser() -> argparse.ArgumentParser:
     commands.add_parser("node", help="run one node (configured by WIZARD_* variables)")
     up = commands.add_parser("up", help="run the whole cluster locally: Valkey, nodes, nginx")
     up.add_argument("--port", type=int, default=8080, help="gateway port (default 8080)")
-    up.add_argument("--nodes", type=int, default=3, choices=range(1, 17), metavar="N",
-                    help="number of nodes, 1-16 (default 3)")
-    up.add_argument("--workers", type=int, default=1, choices=range(0, 65), metavar="W",
-                    help="worker processes per node, 0-64 (default 1)")
+    up.add_argument(
+        "--nodes",
+        type=int,
+        default=3,
+        choices=range(1, 17),
+        metavar="N",
+        help="number of nodes, 1-16 (default 3)",
+    )
+    up.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        choices=range(0, 65),
+        metavar="W",
+        help="worker processes per node, 0-64 (default 1)",
+    )
     return parser
 
 

@@ -16,14 +16,13 @@ from __future__ import annotations
 
 import contextlib
 import hmac
-import json
 import logging
 import mimetypes
 import os
 import socket
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import valkey
 
@@ -31,7 +30,6 @@ from . import __version__, metrics, queue, store
 from .config import Settings
 from .operations import (
     InvalidOperand,
-    OperationFailed,
     UnknownOperation,
     check_operation,
     compute,
@@ -106,20 +104,25 @@ class Api:
             yield self.client
         except (valkey.ConnectionError, valkey.TimeoutError) as error:
             # Down or restarting: the client may retry after a second.
-            raise ServiceUnavailable(f"Valkey is unreachable ({error}); try again shortly")
+            detail = f"Valkey is unreachable ({error}); try again shortly"
+            raise ServiceUnavailable(detail) from None
         except valkey.exceptions.OutOfMemoryError:
             # maxmemory reached with noeviction: refuse rather than lose data.
-            raise ServiceUnavailable("Valkey is out of memory; nothing was stored", retry_after=5)
+            raise ServiceUnavailable(
+                "Valkey is out of memory; nothing was stored", retry_after=5
+            ) from None
         except valkey.exceptions.ExecAbortError as error:
             # A transaction refused as a whole (often OOM): nothing was stored.
-            raise ServiceUnavailable(f"Valkey refused the write ({error}); nothing was stored")
+            raise ServiceUnavailable(
+                f"Valkey refused the write ({error}); nothing was stored"
+            ) from None
         except queue.NotDurable as error:
             # Queued but not confirmed on disk: say so, and name the task so
             # the client can check it instead of submitting it twice.
             raise ServiceUnavailable(
                 f"{error}; task {error.task_id} is queued but may be lost if Valkey crashes; "
                 f"check /tasks/{error.task_id}/status before submitting again"
-            )
+            ) from None
 
     def json(self, data: dict, status: int = 200, **headers: str) -> Response:
         """A JSON response naming this node as ``handled_by``."""
@@ -175,7 +178,7 @@ class Api:
                 "or tasks can be evicted silently",
                 retry_after=30,
             )
-        silent = [w for w, ok in zip(worker_ids, alive) if not ok]
+        silent = [w for w, ok in zip(worker_ids, alive, strict=True) if not ok]
         if silent:
             raise ServiceUnavailable(f"workers not heartbeating yet: {', '.join(silent)}")
         return self.json({"status": "ready", "workers": len(worker_ids)})
@@ -278,11 +281,12 @@ class Api:
                 alive = pipe.execute()
         now = time.time()
         nodes: dict[str, dict] = {}
-        for (worker_id, card), is_alive in zip(cards, alive):
+        for (worker_id, card), is_alive in zip(cards, alive, strict=True):
             age = round(max(0.0, now - card.get("at", 0)), 3)
             if age > STALE_AFTER:
                 continue
-            node = nodes.setdefault(card["node"], {"node": card["node"], "alive": False, "workers": []})
+            blank = {"node": card["node"], "alive": False, "workers": []}
+            node = nodes.setdefault(card["node"], blank)
             node["alive"] = node["alive"] or bool(is_alive)
             node["workers"].append(
                 {
@@ -300,7 +304,8 @@ class Api:
         """``GET /metrics``: Prometheus text exposition format 0.0.4."""
         with self.valkey() as client:
             text = metrics.render(self.http_metrics, client, self.settings.node_id)
-        return Response(200, text.encode(), {"Content-Type": "text/plain; version=0.0.4; charset=utf-8"})
+        kind = "text/plain; version=0.0.4; charset=utf-8"
+        return Response(200, text.encode(), {"Content-Type": kind})
 
     # --- dead letters -----------------------------------------------------
 

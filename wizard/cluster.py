@@ -33,7 +33,6 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional
 
 log = logging.getLogger(__name__)
 
@@ -124,7 +123,7 @@ class Part:
     argv: list[str]
     log_path: Path
     env: dict[str, str] = field(default_factory=dict)
-    process: Optional[subprocess.Popen] = None
+    process: subprocess.Popen | None = None
 
     def start(self) -> None:
         """Start the process in its own session (so a Ctrl+C in the
@@ -141,13 +140,13 @@ class Part:
             )
 
     @property
-    def pid(self) -> Optional[int]:
+    def pid(self) -> int | None:
         return None if self.process is None else self.process.pid
 
     def alive(self) -> bool:
         return self.process is not None and self.process.poll() is None
 
-    def stop(self, signum: int = signal.SIGTERM, timeout: float = 15.0) -> Optional[int]:
+    def stop(self, signum: int = signal.SIGTERM, timeout: float = 15.0) -> int | None:
         """Send ``signum``, wait up to ``timeout`` seconds, then SIGKILL.
         Returns the exit code (None if it was never started)."""
         if self.process is None:
@@ -175,9 +174,12 @@ class EmbeddedValkey(Part):
         argv = [
             valkey_binary(),
             str(OPS / "valkey" / "valkey.conf"),
-            "--port", str(port),
-            "--bind", host,
-            "--dir", str(data),
+            "--port",
+            str(port),
+            "--bind",
+            host,
+            "--dir",
+            str(data),
         ]
         super().__init__("valkey", argv, Path(var_dir) / "logs" / "valkey.log")
         self.host = host
@@ -224,8 +226,8 @@ class LocalCluster:
         nodes: int = 3,
         workers: int = 1,
         var_dir: Path = ROOT / "var",
-        valkey_url: Optional[str] = None,
-        node_env: Optional[dict[str, str]] = None,
+        valkey_url: str | None = None,
+        node_env: dict[str, str] | None = None,
         host: str = "127.0.0.1",
     ) -> None:
         self.host = host
@@ -235,12 +237,12 @@ class LocalCluster:
         self.node_env = dict(node_env or {})
         self.external_valkey = valkey_url
         self.valkey_port = free_port(host)
-        self.valkey: Optional[EmbeddedValkey] = None
+        self.valkey: EmbeddedValkey | None = None
         self.nodes: dict[str, Part] = {}
         self.node_ports: dict[str, int] = {}
         for n in range(1, nodes + 1):
             self.node_ports[f"node-{n}"] = free_port(host)
-        self.gateway: Optional[Part] = None
+        self.gateway: Part | None = None
 
     # --- addresses --------------------------------------------------------
 
@@ -298,7 +300,7 @@ class LocalCluster:
         url = self.node_url(name) + "/readyz"
         wait_until(lambda: http_ok(url), name, process=self.nodes[name].process)
 
-    def stop_node(self, name: str, signum: int = signal.SIGTERM) -> Optional[int]:
+    def stop_node(self, name: str, signum: int = signal.SIGTERM) -> int | None:
         """Stop node ``name`` (its supervisor, which stops its children)."""
         return self.nodes[name].stop(signum, timeout=30)
 
@@ -404,7 +406,7 @@ http {{
         if self.valkey is not None:
             self.valkey.stop(signal.SIGTERM)
 
-    def __enter__(self) -> "LocalCluster":
+    def __enter__(self) -> LocalCluster:
         self.start()
         return self
 
@@ -422,7 +424,7 @@ def children_of(pid: int) -> list[int]:
     return children
 
 
-def run_up(*, port: int, nodes: int, workers: int, valkey_url: Optional[str]) -> int:
+def run_up(*, port: int, nodes: int, workers: int, valkey_url: str | None) -> int:
     """``python -m wizard up``: start the cluster, print the URLs, and stop it
     all on Ctrl+C or SIGTERM. Returns the exit code (1 if it cannot start)."""
     cluster = LocalCluster(gateway_port=port, nodes=nodes, workers=workers, valkey_url=valkey_url)

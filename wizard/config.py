@@ -17,8 +17,8 @@ from __future__ import annotations
 import math
 import os
 import socket
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields
-from typing import Callable, Mapping
 
 
 class ConfigError(ValueError):
@@ -175,7 +175,7 @@ class Settings:
         }
 
     @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None) -> "Settings":
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
         """Read the settings from ``environ`` (default ``os.environ``).
 
         Unset variables keep the defaults above, except ``WIZARD_NODE_ID``,

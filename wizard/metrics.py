@@ -21,7 +21,7 @@ from __future__ import annotations
 import json
 import threading
 import time
-from typing import Iterable
+from collections.abc import Iterable
 
 import valkey
 
@@ -79,7 +79,7 @@ class HttpMetrics:
             yield from _histogram(
                 "wizard_http_request_duration_seconds",
                 label,
-                [(str(upper), count) for upper, count in zip(HTTP_BUCKETS, counts)],
+                list(zip(map(str, HTTP_BUCKETS), counts[:-1], strict=True)),
                 counts[-1],
                 sums[route],
             )
@@ -204,7 +204,8 @@ def queue_snapshot(client: valkey.Valkey) -> dict:
     if oldest is not None:
         created = client.hget(store.task_key(oldest), "created_at")
         if created is not None:
-            snapshot["oldest_pending_age_seconds"] = round(max(0.0, time.time() - float(created)), 3)
+            age = max(0.0, time.time() - float(created))
+            snapshot["oldest_pending_age_seconds"] = round(age, 3)
     return snapshot
 
 

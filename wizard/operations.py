@@ -17,9 +17,9 @@ from __future__ import annotations
 import math
 import os
 import time
-from typing import Callable, Union
+from collections.abc import Callable
 
-Number = Union[int, float]
+Number = int | float
 
 #: Longest operand accepted, in characters (as text in a query or form).
 MAX_OPERAND_CHARS = 64

@@ -35,7 +35,6 @@ import time
 import uuid
 from dataclasses import dataclass
 from enum import Enum
-from typing import Optional
 
 import valkey
 
@@ -74,24 +73,24 @@ class Task:
     b: Number
     status: TaskStatus
     accepted_by: str
-    handled_by: Optional[str]
+    handled_by: str | None
     attempts: int
     created_at: float
-    started_at: Optional[float]
-    finished_at: Optional[float]
-    result: Optional[Number] = None
-    error: Optional[str] = None
-    reason: Optional[str] = None
+    started_at: float | None
+    finished_at: float | None
+    result: Number | None = None
+    error: str | None = None
+    reason: str | None = None
 
     @classmethod
-    def from_hash(cls, task_id: str, fields: dict[str, str]) -> "Task":
+    def from_hash(cls, task_id: str, fields: dict[str, str]) -> Task:
         """Decode the hash read with HGETALL (strings) into a Task."""
 
-        def number(name: str) -> Optional[Number]:
+        def number(name: str) -> Number | None:
             raw = fields.get(name)
             return None if raw in (None, "") else json.loads(raw)
 
-        def seconds(name: str) -> Optional[float]:
+        def seconds(name: str) -> float | None:
             raw = fields.get(name)
             return None if raw in (None, "") else float(raw)
 
@@ -241,7 +240,7 @@ def _wait_for_aof(client: valkey.Valkey, task_id: str) -> None:
 # --- readers (never write) ------------------------------------------------
 
 
-def status(client: valkey.Valkey, task_id: str) -> Optional[Task]:
+def status(client: valkey.Valkey, task_id: str) -> Task | None:
     """Read one task, or None if there is no such task (or it expired)."""
     fields = client.hgetall(store.task_key(task_id))
     if not fields:
@@ -255,7 +254,7 @@ def read_tasks(client: valkey.Valkey, task_ids: list[str]) -> list[Task]:
         for task_id in task_ids:
             pipe.hgetall(store.task_key(task_id))
         rows = pipe.execute()
-    return [Task.from_hash(i, f) for i, f in zip(task_ids, rows) if f]
+    return [Task.from_hash(i, f) for i, f in zip(task_ids, rows, strict=True) if f]
 
 
 def recent(client: valkey.Valkey, limit: int) -> list[Task]:
@@ -398,7 +397,7 @@ def take(
     lease_ms: int,
     block_seconds: float,
     fetch: str = "blmove",
-) -> Optional[Claim]:
+) -> Claim | None:
     """Block up to ``block_seconds`` for a task and claim it.
 
     ``fetch="blmove"`` (default) moves the id into the worker's processing
@@ -455,8 +454,8 @@ def finish(
     node_id: str,
     result_ttl: int,
     duration_ms: float,
-    result: Optional[Number] = None,
-    error: Optional[str] = None,
+    result: Number | None = None,
+    error: str | None = None,
 ) -> bool:
     """Record the outcome of ``claim``: ``complete`` with ``result``, or,
     when ``error`` is given, ``failed`` (a permanent error, not retried).
@@ -587,10 +586,11 @@ def find_lost(client: valkey.Valkey, worker_id: str) -> list[Lost]:
     now_ms = seconds * 1000 + micros // 1000
     with client.pipeline(transaction=False) as pipe:
         for task_id in task_ids:
-            pipe.hmget(store.task_key(task_id), "status", "lease_owner", "attempts", "lease_expires")
+            fields = ("status", "lease_owner", "attempts", "lease_expires")
+            pipe.hmget(store.task_key(task_id), *fields)
         rows = pipe.execute()
     lost = []
-    for task_id, (state, owner, attempts, expires) in zip(task_ids, rows):
+    for task_id, (state, owner, attempts, expires) in zip(task_ids, rows, strict=True):
         if state is None:
             lost.append(Lost(task_id, worker_id, "", 0, TaskStatus.FAILED))
             continue
@@ -615,7 +615,7 @@ def requeue_unclaimed(client: valkey.Valkey, task_id: str, worker_id: str) -> No
 def processing_workers(client: valkey.Valkey) -> list[str]:
     """Ids of the workers that have a processing list (SCAN, not KEYS)."""
     prefix = store.PROCESSING_PREFIX
-    return [key[len(prefix):] for key in client.scan_iter(match=prefix + "*", count=500)]
+    return [key[len(prefix) :] for key in client.scan_iter(match=prefix + "*", count=500)]
 
 
 # Move due ids from the delayed set to the front of the queue, atomically.
@@ -633,7 +633,8 @@ return #due
 def promote_due(scripts: Scripts, *, limit: int = 500) -> int:
     """Move up to ``limit`` retries whose backoff has elapsed back into the
     queue. Returns how many moved."""
-    return scripts.promote(keys=[store.DELAYED_QUEUE, store.TASK_QUEUE], args=[repr(time.time()), limit])
+    keys = [store.DELAYED_QUEUE, store.TASK_QUEUE]
+    return scripts.promote(keys=keys, args=[repr(time.time()), limit])
 
 
 # Take a task out of the dead-letter queue and enqueue it afresh.

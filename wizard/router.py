@@ -27,9 +27,9 @@ import json
 import logging
 import re
 import uuid
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from http import HTTPStatus
-from typing import Callable, Iterable, Optional
 from urllib.parse import parse_qs
 
 log = logging.getLogger(__name__)
@@ -54,7 +54,7 @@ class HTTPError(Exception):
     status: int = 500
     slug: str = "internal-error"
 
-    def __init__(self, detail: str, *, headers: Optional[dict[str, str]] = None) -> None:
+    def __init__(self, detail: str, *, headers: dict[str, str] | None = None) -> None:
         super().__init__(detail)
         self.detail = detail
         self.headers = headers or {}
@@ -145,7 +145,7 @@ class Request:
         }
         incoming = environ.get("HTTP_X_REQUEST_ID", "")
         self.request_id: str = incoming if _is_token(incoming) else uuid.uuid4().hex
-        self._body: Optional[bytes] = None
+        self._body: bytes | None = None
 
     def header(self, name: str, default: str = "") -> str:
         """A request header by name (case-insensitive)."""
@@ -212,7 +212,7 @@ def _json_object(body: bytes) -> dict:
     except (UnicodeDecodeError, ValueError) as error:
         raise BadRequest(f"the body is not valid JSON ({error})") from None
     if not isinstance(value, dict):
-        raise BadRequest("the JSON body must be an object, like {\"a\": 1, \"b\": 2}")
+        raise BadRequest('the JSON body must be an object, like {"a": 1, "b": 2}')
     return value
 
 
@@ -230,7 +230,7 @@ class Response:
     headers: dict[str, str] = field(default_factory=dict)
 
     @classmethod
-    def json(cls, data: dict, status: int = 200, **headers: str) -> "Response":
+    def json(cls, data: dict, status: int = 200, **headers: str) -> Response:
         """A JSON response. NaN and Infinity are refused (ValueError): they
         are not JSON, and no response may contain them."""
         body = json.dumps(data, allow_nan=False, separators=(",", ":")).encode()
@@ -290,10 +290,8 @@ class Router:
         if allowed:
             if "GET" in allowed:
                 allowed.append("HEAD")
-            raise MethodNotAllowed(
-                f"{method} is not allowed on {path}; use {', '.join(sorted(set(allowed) - {'HEAD'}))}",
-                allowed,
-            )
+            usable = ", ".join(sorted(set(allowed) - {"HEAD"}))
+            raise MethodNotAllowed(f"{method} is not allowed on {path}; use {usable}", allowed)
         raise NotFound(f"there is no route {path}; see /openapi.json for the routes")
 
     def dispatch(self, request: Request) -> tuple[Route | None, Response]:
@@ -330,4 +328,3 @@ def start_response_for(response: Response, request: Request, start_response) -> 
     status = f"{response.status} {HTTPStatus(response.status).phrase}"
     start_response(status, list(headers.items()))
     return [b""] if request.method == "HEAD" else [response.body]
-

@@ -27,7 +27,6 @@ import os
 import signal
 import threading
 import time
-from typing import Optional
 
 import valkey
 
@@ -54,13 +53,13 @@ class Scheduler:
     """The reaper/retry loop of one node. ``client`` defaults to a new
     connection built from ``settings``."""
 
-    def __init__(self, settings: Settings, client: Optional[valkey.Valkey] = None) -> None:
+    def __init__(self, settings: Settings, client: valkey.Valkey | None = None) -> None:
         self.settings = settings
         self.client = client or store.connect(settings)
         self.scripts = queue.Scripts(self.client)
         self.renew_lock = self.client.register_script(_RENEW_LOCK)
         self.lock_ms = int(settings.lease_seconds * 1000)
-        self.stop_reason: Optional[str] = None
+        self.stop_reason: str | None = None
         self._stopping = threading.Event()
 
     def is_leader(self) -> bool:

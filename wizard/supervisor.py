@@ -30,8 +30,8 @@ import os
 import signal
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable, Optional
 
 from . import logs
 from .config import Settings
@@ -105,10 +105,10 @@ class Child:
     name: str
     target: Callable[..., None]
     args: tuple
-    process: Optional[multiprocessing.process.BaseProcess] = None
+    process: multiprocessing.process.BaseProcess | None = None
     started_at: float = 0.0
     restarts: int = 0
-    restart_at: Optional[float] = None
+    restart_at: float | None = None
 
     def start(self) -> None:
         """Spawn the process (a fresh interpreter)."""
@@ -135,7 +135,7 @@ class Supervisor:
             worker_id = f"{settings.node_id}/w{n}"
             self.children.append(Child(worker_id, run_worker, (settings, worker_id)))
         self.children.append(Child("scheduler", run_scheduler, (settings,)))
-        self.stop_reason: Optional[str] = None
+        self.stop_reason: str | None = None
         self._wake = threading.Event()
 
     def request_stop(self, signum, frame) -> None:

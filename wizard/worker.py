@@ -28,7 +28,6 @@ import random
 import signal
 import threading
 import time
-from typing import Optional
 
 import valkey
 
@@ -73,23 +72,23 @@ class Worker:
     """
 
     def __init__(
-        self, settings: Settings, worker_id: str, client: Optional[valkey.Valkey] = None
+        self, settings: Settings, worker_id: str, client: valkey.Valkey | None = None
     ) -> None:
         self.settings = settings
         self.worker_id = worker_id
         self.client = client or store.connect(settings, blocking_seconds=settings.block_seconds)
         self.scripts = queue.Scripts(self.client)
         self.lease_ms = int(settings.lease_seconds * 1000)
-        self.current: Optional[queue.Claim] = None
+        self.current: queue.Claim | None = None
         self.tasks_done = 0
-        self.stop_reason: Optional[str] = None
+        self.stop_reason: str | None = None
         self._stopping = threading.Event()  # ends the heartbeat thread
         self._wake = threading.Event()  # cuts a backoff pause short on stop
-        self._grace_deadline: Optional[float] = None
+        self._grace_deadline: float | None = None
 
     # --- one step ------------------------------------------------------
 
-    def work_once(self) -> Optional[str]:
+    def work_once(self) -> str | None:
         """Take one task (blocking up to ``block_seconds``), run it and record
         its outcome.
 
@@ -163,8 +162,8 @@ class Worker:
         claim: queue.Claim,
         started: float,
         *,
-        result: Optional[queue.Number] = None,
-        error: Optional[str] = None,
+        result: queue.Number | None = None,
+        error: str | None = None,
     ) -> str:
         duration_ms = (time.perf_counter() - started) * 1000
         written = self._with_reconnect(

@@ -57,8 +57,11 @@ def start_cluster(tmp_path):
             **{key: str(value) for key, value in env.items()},
         }
         cluster = LocalCluster(
-            gateway_port=free_port(), nodes=nodes, workers=workers,
-            var_dir=tmp_path / "var", node_env=settings,
+            gateway_port=free_port(),
+            nodes=nodes,
+            workers=workers,
+            var_dir=tmp_path / "var",
+            node_env=settings,
         )
         started.append(cluster)
         cluster.start()
@@ -141,7 +144,7 @@ class Chaos:
         with self.valkey.pipeline(transaction=False) as pipe:
             for task_id in ids:
                 pipe.hgetall(store.task_key(task_id))
-            return dict(zip(ids, pipe.execute()))
+            return dict(zip(ids, pipe.execute(), strict=True))
 
     def wait_all_finished(self, timeout: float = 60.0) -> dict[str, dict]:
         """Wait until every accepted task is complete or failed."""

@@ -65,10 +65,12 @@ def test_a_worker_paused_past_its_lease_has_its_late_write_refused(start_cluster
     chaos.submit(requests.Session(), 20, 22)
     (task_id,) = chaos.accepted
     key = store.task_key(task_id)
-    first = wait_for(
-        lambda: chaos.valkey.hget(key, "status") == "running" and chaos.valkey.hget(key, "handled_by"),
-        what="a worker takes the task",
-    )
+
+    def holder():
+        running = chaos.valkey.hget(key, "status") == "running"
+        return running and chaos.valkey.hget(key, "handled_by")
+
+    first = wait_for(holder, what="a worker takes the task")
     pid = chaos.workers()[first]
     os.kill(pid, signal.SIGSTOP)
     try:
@@ -174,7 +176,10 @@ def test_sigterm_to_one_node_during_a_burst_loses_nothing_and_leaves_nothing_run
 
 def test_a_poison_task_is_dead_lettered_while_other_tasks_keep_completing(start_cluster):
     chaos = start_cluster(
-        nodes=2, workers=2, WIZARD_WORK_SECONDS=0.01, WIZARD_CHAOS_OPERATIONS=1,
+        nodes=2,
+        workers=2,
+        WIZARD_WORK_SECONDS=0.01,
+        WIZARD_CHAOS_OPERATIONS=1,
         WIZARD_MAX_ATTEMPTS=3,
     )
     session = requests.Session()
@@ -215,9 +220,7 @@ def test_a_poison_task_is_dead_lettered_while_other_tasks_keep_completing(start_
 
 
 def test_the_original_brpop_consumer_loses_tasks_when_workers_are_killed(start_cluster):
-    chaos = start_cluster(
-        nodes=3, workers=2, WIZARD_WORK_SECONDS=0.02, WIZARD_FETCH="brpop"
-    )
+    chaos = start_cluster(nodes=3, workers=2, WIZARD_WORK_SECONDS=0.02, WIZARD_FETCH="brpop")
     rng = random.Random(7)
     loader = threading.Thread(target=chaos.submit_many, args=(600,))
     loader.start()
@@ -231,7 +234,8 @@ def test_the_original_brpop_consumer_loses_tasks_when_workers_are_killed(start_c
         tasks = chaos.statuses()
         now = time.time()
         moving = [
-            t for t in tasks.values()
+            t
+            for t in tasks.values()
             if t["status"] in ("pending", "running")
             and now - float(t.get("started_at") or t["created_at"]) < 2
         ]

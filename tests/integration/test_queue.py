@@ -93,8 +93,17 @@ def test_a_late_write_from_a_worker_that_lost_its_lease_is_refused_and_counted(c
     first = take(client, scripts, "node-1/w1")
     # The first worker is presumed lost: its task goes back to the queue.
     outcome = queue.retry(
-        client, scripts, task_id, node_id="node-1", worker_id="node-1/w1", attempt=first.attempt,
-        reason="worker_lost", error="lost", max_attempts=3, delay_seconds=0, result_ttl=60,
+        client,
+        scripts,
+        task_id,
+        node_id="node-1",
+        worker_id="node-1/w1",
+        attempt=first.attempt,
+        reason="worker_lost",
+        error="lost",
+        max_attempts=3,
+        delay_seconds=0,
+        result_ttl=60,
     )
     assert outcome == "retry"
     second = take(client, scripts, "node-2/w1")
@@ -110,12 +119,20 @@ def test_a_late_write_from_a_worker_that_lost_its_lease_is_refused_and_counted(c
 
 def test_a_task_that_uses_up_its_attempts_is_dead_lettered(client, scripts):
     task_id = queue.submit(client, "add", 1, 2, accepted_by="node-1")
-    for attempt in (1, 2):
+    for _ in range(2):
         claim = take(client, scripts)
         outcome = queue.retry(
-            client, scripts, task_id, node_id="node-1", worker_id=claim.worker_id,
-            attempt=claim.attempt, reason="timeout", error="too slow", max_attempts=2,
-            delay_seconds=0, result_ttl=60,
+            client,
+            scripts,
+            task_id,
+            node_id="node-1",
+            worker_id=claim.worker_id,
+            attempt=claim.attempt,
+            reason="timeout",
+            error="too slow",
+            max_attempts=2,
+            delay_seconds=0,
+            result_ttl=60,
         )
     assert outcome == "dead"
     assert client.lrange(store.DEAD_LETTER_QUEUE, 0, -1) == [task_id]
@@ -128,18 +145,34 @@ def test_a_retry_with_a_delay_waits_in_the_delayed_set_until_promoted(client, sc
     task_id = queue.submit(client, "add", 1, 2, accepted_by="node-1")
     claim = take(client, scripts)
     queue.retry(
-        client, scripts, task_id, node_id="node-1", worker_id=claim.worker_id,
-        attempt=claim.attempt, reason="timeout", error="slow", max_attempts=3,
-        delay_seconds=0, result_ttl=60,
+        client,
+        scripts,
+        task_id,
+        node_id="node-1",
+        worker_id=claim.worker_id,
+        attempt=claim.attempt,
+        reason="timeout",
+        error="slow",
+        max_attempts=3,
+        delay_seconds=0,
+        result_ttl=60,
     )
     # No delay: straight back to the front of the queue.
     assert client.lrange(store.TASK_QUEUE, 0, -1) == [task_id]
 
     claim = take(client, scripts)
     queue.retry(
-        client, scripts, task_id, node_id="node-1", worker_id=claim.worker_id,
-        attempt=claim.attempt, reason="timeout", error="slow", max_attempts=3,
-        delay_seconds=3600, result_ttl=60,
+        client,
+        scripts,
+        task_id,
+        node_id="node-1",
+        worker_id=claim.worker_id,
+        attempt=claim.attempt,
+        reason="timeout",
+        error="slow",
+        max_attempts=3,
+        delay_seconds=3600,
+        result_ttl=60,
     )
     assert client.zscore(store.DELAYED_QUEUE, task_id) is not None
     assert queue.promote_due(scripts) == 0
@@ -173,9 +206,17 @@ def test_dead_letters_can_be_redriven_or_deleted(client, scripts):
         task_id = queue.submit(client, "add", 1, 2, accepted_by="node-1")
         claim = take(client, scripts)
         queue.retry(
-            client, scripts, task_id, node_id="node-1", worker_id=claim.worker_id,
-            attempt=claim.attempt, reason="worker_lost", error="lost", max_attempts=1,
-            delay_seconds=0, result_ttl=60,
+            client,
+            scripts,
+            task_id,
+            node_id="node-1",
+            worker_id=claim.worker_id,
+            attempt=claim.attempt,
+            reason="worker_lost",
+            error="lost",
+            max_attempts=1,
+            delay_seconds=0,
+            result_ttl=60,
         )
         ids.append(task_id)
 

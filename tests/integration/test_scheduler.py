@@ -16,7 +16,10 @@ def submit(client):
 def take_as(settings, client, worker_id):
     """Take a task as a worker that never heartbeats (it 'died' at once)."""
     return queue.take(
-        client, queue.Scripts(client), worker_id, lease_ms=int(settings.lease_seconds * 1000),
+        client,
+        queue.Scripts(client),
+        worker_id,
+        lease_ms=int(settings.lease_seconds * 1000),
         block_seconds=0.1,
     )
 
@@ -35,9 +38,7 @@ def test_the_task_of_a_dead_worker_is_handed_back_with_its_attempt_counted(setti
     assert client.zscore(store.DELAYED_QUEUE, task_id) is not None
 
 
-def test_a_handed_back_task_is_promoted_when_due_and_completed_by_another_worker(
-    settings, client
-):
+def test_a_handed_back_task_is_promoted_when_due_and_completed_by_another_worker(settings, client):
     task_id = submit(client)
     take_as(settings, client, "node-9/w1")
     scheduler = Scheduler(settings)
@@ -83,9 +84,7 @@ def test_an_expired_lease_is_reaped_even_if_the_worker_still_heartbeats(settings
     assert Scheduler(settings).reap() == (1, 0)
 
 
-def test_a_task_moved_but_never_claimed_by_a_dead_worker_goes_back_to_the_queue(
-    settings, client
-):
+def test_a_task_moved_but_never_claimed_by_a_dead_worker_goes_back_to_the_queue(settings, client):
     task_id = submit(client)
     client.lmove(store.TASK_QUEUE, store.processing_key("node-9/w1"), "RIGHT", "LEFT")
 
