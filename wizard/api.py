@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import hmac
 import logging
+import math
 import mimetypes
 import os
 import socket
@@ -27,6 +28,7 @@ from pathlib import Path
 import valkey
 
 from . import __version__, metrics, queue, store
+from .ratelimit import RateLimiter
 from .config import Settings
 from .operations import (
     InvalidOperand,
@@ -44,6 +46,7 @@ from .router import (
     Route,
     Router,
     ServiceUnavailable,
+    TooManyRequests,
     start_response_for,
 )
 
@@ -66,8 +69,15 @@ class Api:
 
     def __init__(self, settings: Settings, client: valkey.Valkey | None = None) -> None:
         self.settings = settings
-        self.client = client or store.connect(settings)
+        # A durable ack waits up to 1 s for WAITAOF; otherwise nothing blocks.
+        waits = 1.0 if settings.durable_ack else 0.0
+        self.client = client or store.connect(settings, blocking_seconds=waits)
         self.scripts = queue.Scripts(self.client)
+        self.limiter = None
+        if settings.rate_limit > 0:
+            self.limiter = RateLimiter(
+                self.client, per_second=settings.rate_limit, burst=settings.rate_burst
+            )
         self.http_metrics = metrics.HttpMetrics()
         self.router = Router(self.routes(), node_id=settings.node_id)
         self.hostname = socket.gethostname()
@@ -80,7 +90,7 @@ class Api:
         seconds = time.perf_counter() - started
         pattern = route.pattern if route else "unmatched"
         self.http_metrics.observe(pattern, request.method, response.status, seconds)
-        log.debug(
+        log.info(
             "request",
             extra={
                 "request_id": request.request_id,
@@ -207,6 +217,7 @@ class Api:
     def add(self, request: Request) -> Response:
         """``GET /add?a=&b=``: synchronous. The request thread does the work
         itself and the caller waits for it (the design the queue replaces)."""
+        self._limit_rate(request)
         a = _operand(request.query, "a")
         b = _operand(request.query, "b")
         started = time.perf_counter()
@@ -217,6 +228,7 @@ class Api:
     def submit(self, request: Request) -> Response:
         """``POST /task``: the producer. Validate, store, enqueue, answer 202
         with the task's status URL; a worker anywhere will do the work."""
+        self._limit_rate(request)
         fields = request.fields()
         operation = str(fields.get("operation") or "add")
         try:
@@ -244,6 +256,24 @@ class Api:
             "status_url": status_url,
         }
         return self.json(body, 202, Location=status_url)
+
+    def _limit_rate(self, request: Request) -> None:
+        """Count this request against its client's limit (GCRA in Valkey).
+
+        Raises:
+            TooManyRequests: over the limit; Retry-After says when to retry.
+        """
+        if self.limiter is None:
+            return
+        with self.valkey():
+            wait = self.limiter.retry_after(request.client)
+        if wait > 0:
+            seconds = max(1, math.ceil(wait))
+            raise TooManyRequests(
+                f"more than {self.settings.rate_limit:g} requests per second from "
+                f"{request.client}; retry after {seconds} s",
+                headers={"Retry-After": str(seconds)},
+            )
 
     def task_status(self, request: Request, task_id: str) -> Response:
         """``GET /tasks/<id>/status``: read the shared state; never writes.

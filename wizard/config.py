@@ -56,6 +56,16 @@ def _seconds(minimum: float, maximum: float) -> Callable[[str, str], float]:
     return parse
 
 
+def _rate(name: str, raw: str) -> float:
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be requests per second (0 = off), got {raw!r}") from None
+    if not math.isfinite(value) or not 0 <= value <= 1_000_000:
+        raise ConfigError(f"{name} must be between 0 (off) and 1000000 per second, got {raw!r}")
+    return value
+
+
 def _boolean(name: str, raw: str) -> bool:
     lowered = raw.strip().lower()
     if lowered in ("1", "true", "yes", "on"):
@@ -147,6 +157,13 @@ class Settings:
     #: How long a consumer blocks on an empty queue before checking its stop
     #: flag, seconds (``WIZARD_BLOCK_SECONDS``).
     block_seconds: float = 1.0
+    #: Requests per second each client may make to the routes that do work
+    #: (POST /task, GET /add), shared by all nodes; 0 turns the limit off
+    #: (``WIZARD_RATE_LIMIT``).
+    rate_limit: float = 0.0
+    #: How many requests a client may make at once above that rate
+    #: (``WIZARD_RATE_BURST``).
+    rate_burst: int = 20
 
     # Each setting: (environment variable, parser). The field order above is
     # the order of this table; from_env walks it.
@@ -172,6 +189,8 @@ class Settings:
             "admin_token": ("WIZARD_ADMIN_TOKEN", _text),
             "chaos_operations": ("WIZARD_CHAOS_OPERATIONS", _boolean),
             "block_seconds": ("WIZARD_BLOCK_SECONDS", _seconds(0.05, 60)),
+            "rate_limit": ("WIZARD_RATE_LIMIT", _rate),
+            "rate_burst": ("WIZARD_RATE_BURST", _integer(1, 100000)),
         }
 
     @classmethod

@@ -155,6 +155,15 @@ class Request:
         return self.environ.get("HTTP_" + key, default)
 
     @property
+    def client(self) -> str:
+        """The client's address: the last ``X-Forwarded-For`` hop (the one our
+        gateway appended; earlier hops are the client's word), else the peer."""
+        forwarded = self.header("X-Forwarded-For")
+        if forwarded:
+            return forwarded.rsplit(",", 1)[-1].strip()
+        return self.environ.get("REMOTE_ADDR", "")
+
+    @property
     def content_type(self) -> str:
         """The media type of the body, lowercased, without parameters."""
         return self.header("Content-Type").split(";")[0].strip().lower()

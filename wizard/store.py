@@ -52,6 +52,10 @@ STATS_PREFIX = "stats:node:"
 #: "<op>|sum" -> total milliseconds. Written by that node's workers.
 DURATION_PREFIX = "stats:duration:"
 
+#: string per client holding its GCRA "theoretical arrival time" (Unix
+#: milliseconds, Valkey's clock); expires once that time has passed.
+RATE_LIMIT_PREFIX = "ratelimit:"
+
 PROCESSING_PREFIX = "task_queue:processing:"
 TASK_PREFIX = "task:"
 HEARTBEAT_PREFIX = "worker:"
@@ -85,13 +89,19 @@ def duration_key(node_id: str) -> str:
     return DURATION_PREFIX + node_id
 
 
+def rate_limit_key(client_id: str) -> str:
+    """The rate limiter's key for one client (see RATE_LIMIT_PREFIX)."""
+    return RATE_LIMIT_PREFIX + client_id
+
+
 def connect(settings: Settings, *, blocking_seconds: float = 0.0) -> valkey.Valkey:
     """Open a client for ``settings.valkey_url`` (a pool, connected lazily).
 
-    ``blocking_seconds`` is the longest blocking command this client will
-    send (BLMOVE's timeout). The socket timeout is set one second longer, so a
-    blocking pop returns ``None`` on an empty queue rather than raising
-    ``TimeoutError``; a dead server is still noticed within that time.
+    ``blocking_seconds`` is the longest a command of this client may wait
+    on the server (BLMOVE's timeout, WAITAOF's). The socket timeout is half a
+    second longer, so a blocking pop returns ``None`` on an empty queue rather
+    than raising ``TimeoutError``, and a frozen server is noticed in time for
+    the API to answer 503 within a second.
 
     Connection errors are not retried inside the client: the caller decides
     (the API answers 503, a worker backs off). Raises nothing itself.
@@ -99,7 +109,7 @@ def connect(settings: Settings, *, blocking_seconds: float = 0.0) -> valkey.Valk
     return valkey.Valkey.from_url(
         settings.valkey_url,
         socket_connect_timeout=0.5,
-        socket_timeout=blocking_seconds + 1.0,
+        socket_timeout=blocking_seconds + 0.5,
         health_check_interval=0,
         decode_responses=True,
     )
