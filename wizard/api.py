@@ -28,7 +28,6 @@ from pathlib import Path
 import valkey
 
 from . import __version__, metrics, queue, store
-from .ratelimit import RateLimiter
 from .config import Settings
 from .operations import (
     InvalidOperand,
@@ -37,6 +36,7 @@ from .operations import (
     compute,
     parse_operand,
 )
+from .ratelimit import RateLimiter
 from .router import (
     BadRequest,
     Forbidden,
