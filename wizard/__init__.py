@@ -8,7 +8,7 @@ the only shared state, so any node can answer for any task.
 Modules, in import order (each imports only those above it)::
 
     config → logs → store → operations → queue → worker → scheduler
-    router → metrics → api → supervisor → cluster → __main__
+    store → ratelimit; router; metrics → api → supervisor → cluster → __main__
 """
 
 __version__ = "0.1.0"
