@@ -178,7 +178,11 @@ class Worker:
                 error=error,
             )
         )
-        extra = {"task_id": claim.task_id, "attempt": claim.attempt, "duration_ms": duration_ms}
+        extra = {
+            "task_id": claim.task_id,
+            "attempt": claim.attempt,
+            "duration_ms": round(duration_ms, 3),
+        }
         if not written:
             log.warning("result refused: lease lost to another worker", extra=extra)
             return "fenced"
