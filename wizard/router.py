@@ -53,6 +53,8 @@ class HTTPError(Exception):
 
     status: int = 500
     slug: str = "internal-error"
+    #: The problem's title; empty means the status's standard reason phrase.
+    title: str = ""
 
     def __init__(self, detail: str, *, headers: dict[str, str] | None = None) -> None:
         super().__init__(detail)
@@ -63,7 +65,7 @@ class HTTPError(Exception):
         """The RFC 9457 members: type, title, status, detail."""
         return {
             "type": PROBLEM_BASE + self.slug,
-            "title": HTTPStatus(self.status).phrase,
+            "title": self.title or HTTPStatus(self.status).phrase,
             "status": self.status,
             "detail": self.detail,
         }
@@ -102,6 +104,8 @@ class PayloadTooLarge(HTTPError):
     """Raised when the body is longer than MAX_BODY_BYTES (413)."""
 
     status, slug = 413, "payload-too-large"
+    # RFC 9110 §15.5.14 renamed "Request Entity Too Large" (Python's phrase).
+    title = "Content Too Large"
 
 
 class UnsupportedMediaType(HTTPError):

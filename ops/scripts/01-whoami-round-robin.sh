@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Lesson 1: one address, several servers. nginx hands each request to the
+# next node in turn (round robin), so six calls to /whoami through the
+# gateway are answered by node A, B, C, A, B, C.
+#
+#   ops/scripts/01-whoami-round-robin.sh          (BASE_URL=http://127.0.0.1:8080)
+#   BASE_URL=http://localhost ops/scripts/01-whoami-round-robin.sh   (docker compose)
+set -euo pipefail
+
+BASE_URL="${BASE_URL:-http://127.0.0.1:8080}"
+CALLS="${CALLS:-6}"
+
+# The value of a string field in the one-line JSON the API answers.
+field() { grep -o "\"$1\":\"[^\"]*\"" | head -n 1 | cut -d '"' -f 4; }
+
+echo "GET ${BASE_URL}/whoami, ${CALLS} times:"
+for call in $(seq 1 "${CALLS}"); do
+  body="$(curl -sS --fail-with-body "${BASE_URL}/whoami")"
+  node="$(field node <<<"${body}")"
+  pid="$(grep -o '"pid":[0-9]*' <<<"${body}" | cut -d : -f 2)"
+  echo "  call ${call}: answered by ${node} (API process pid ${pid})"
+done
+echo
+echo "The node changes on every call: the gateway rotates over all of them."
+echo "Each node is a separate process (a container under docker compose)."

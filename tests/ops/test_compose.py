@@ -1,0 +1,249 @@
+"""docker-compose.yml, checked without a Docker engine: valid against the
+compose specification's JSON schema (the copy vendored in check-jsonschema,
+``--builtin-schema vendor.compose-spec``), and keeping the promises the
+architecture makes: three replicas behind an init, start order by
+healthchecks, Valkey unreachable from outside, pinned images, each service
+only on the networks it needs."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.ops.conftest import OPS, ROOT
+from wizard.config import Settings
+from wizard.supervisor import KILL_MARGIN
+
+COMPOSE = ROOT / "docker-compose.yml"
+
+#: check-jsonschema, installed next to this Python.
+CHECK_JSONSCHEMA = str(Path(sys.executable).parent / "check-jsonschema")
+
+#: Bind-mounted files each person brings for the public profile (secrets,
+#: or public files fetched from Cloudflare); docs/deployment.md names them.
+BROUGHT_BY_THE_USER = {
+    "ops/cloudflared/origin_ca_rsa_root.pem",
+    "ops/cloudflared/tunnel-token",
+}
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict:
+    return yaml.safe_load(COMPOSE.read_text())
+
+
+@pytest.fixture(scope="module")
+def services(compose) -> dict:
+    return compose["services"]
+
+
+def check_against_compose_spec(path: Path) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [CHECK_JSONSCHEMA, "--builtin-schema", "vendor.compose-spec", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def seconds(duration: str) -> float:
+    """A compose duration such as ``30s``, ``1m30s`` or ``500ms``, in seconds."""
+    units = {"h": 3600, "m": 60, "s": 1, "ms": 0.001, "us": 1e-6}
+    parts = re.findall(r"(\d+(?:\.\d+)?)(ms|us|h|m|s)", duration)
+    assert "".join(n + u for n, u in parts) == duration, f"not a duration: {duration!r}"
+    return sum(float(number) * units[unit] for number, unit in parts)
+
+
+def test_the_compose_file_is_valid_against_the_compose_specification():
+    result = check_against_compose_spec(COMPOSE)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_the_schema_check_would_catch_a_misspelled_setting(tmp_path):
+    broken = tmp_path / "docker-compose.yml"
+    broken.write_text(COMPOSE.read_text().replace("stop_grace_period:", "stop_grace_periods:"))
+    result = check_against_compose_spec(broken)
+    assert result.returncode != 0
+    assert "stop_grace_periods" in result.stdout
+
+
+def test_the_file_follows_the_compose_specification_without_a_version_key(compose):
+    assert "version" not in compose
+
+
+def test_three_app_replicas_run_behind_an_init_process(services):
+    app = services["app"]
+    assert app["deploy"]["replicas"] == 3
+    assert app["init"] is True
+    assert app["build"]["dockerfile"] == "Dockerfile"
+
+
+def test_every_long_running_service_except_the_distroless_tunnel_has_a_healthcheck(services):
+    for name, service in services.items():
+        if name == "cloudflared":
+            assert "healthcheck" not in service
+            continue
+        assert service["healthcheck"]["test"], name
+
+
+def test_the_app_is_healthy_only_when_ready_not_merely_alive(services):
+    command = " ".join(services["app"]["healthcheck"]["test"])
+    assert "http://127.0.0.1:8000/readyz" in command
+
+
+def test_start_order_is_set_by_healthchecks(services):
+    expected = {
+        "app": "valkey",
+        "gateway": "app",
+        "gateway-public": "app",
+        "cloudflared": "gateway-public",
+    }
+    for name, dependency in expected.items():
+        assert services[name]["depends_on"] == {dependency: {"condition": "service_healthy"}}
+
+
+def test_valkey_publishes_no_port_and_is_only_on_the_internal_backend_network(compose, services):
+    valkey = services["valkey"]
+    assert "ports" not in valkey
+    assert "expose" not in valkey
+    assert valkey["networks"] == ["backend"]
+    assert compose["networks"]["backend"]["internal"] is True
+
+
+def test_each_service_is_only_on_the_networks_it_needs(services):
+    networks = {name: sorted(service["networks"]) for name, service in services.items()}
+    assert networks == {
+        "valkey": ["backend"],
+        "app": ["backend", "frontend"],
+        "gateway": ["frontend"],
+        "gateway-public": ["edge", "frontend"],
+        "cloudflared": ["edge"],
+    }
+
+
+def test_only_the_dev_gateway_publishes_a_host_port(services):
+    published = {name: service["ports"] for name, service in services.items() if "ports" in service}
+    assert published == {"gateway": ["80:80"]}
+
+
+def test_every_image_is_pinned_to_a_version(services):
+    for name, service in services.items():
+        image = service["image"]
+        repository, _, tag = image.rpartition(":")
+        assert repository and tag != "latest", f"{name}: {image}"
+        assert re.match(r"\d+\.\d+\.\d+", tag), f"{name}: {image} is not pinned to a release"
+
+
+def test_the_gateways_run_an_nginx_with_upstream_resolve(services):
+    for name in ("gateway", "gateway-public"):
+        image = services[name]["image"]
+        major, minor, patch = map(int, re.match(r"nginx:(\d+)\.(\d+)\.(\d+)", image).groups())
+        assert (major, minor, patch) >= (1, 27, 3), image
+
+
+def test_valkey_keeps_its_append_only_file_in_a_named_volume(compose, services):
+    volumes = services["valkey"]["volumes"]
+    assert "valkey-data:/data" in volumes
+    assert "valkey-data" in compose["volumes"]
+
+
+def test_valkey_reads_the_shared_configuration_read_only(services):
+    valkey = services["valkey"]
+    config = next(v for v in valkey["volumes"] if isinstance(v, dict))
+    assert config == {
+        "type": "bind",
+        "source": "./ops/valkey/valkey.conf",
+        "target": "/etc/valkey/valkey.conf",
+        "read_only": True,
+    }
+    assert valkey["command"] == ["valkey-server", "/etc/valkey/valkey.conf"]
+
+
+def test_the_valkey_configuration_keeps_every_write_and_evicts_nothing():
+    settings = {}
+    for line in (OPS / "valkey" / "valkey.conf").read_text().splitlines():
+        if line.strip() and not line.startswith("#"):
+            name, _, value = line.partition(" ")
+            settings[name] = value
+    assert settings["appendonly"] == "yes"
+    assert settings["appendfsync"] == "everysec"
+    assert settings["maxmemory-policy"] == "noeviction"
+
+
+def test_the_app_reaches_valkey_by_its_service_name(services):
+    assert services["app"]["environment"]["VALKEY_URL"] == "valkey://valkey:6379/0"
+
+
+def test_every_app_variable_is_a_setting_the_node_reads(services):
+    known = {variable for variable, _ in Settings._parsers().values()}
+    environment = services["app"]["environment"]
+    assert set(environment) <= known
+    assert "WIZARD_NODE_ID" not in environment, "the node id must default to the container hostname"
+
+
+def test_the_app_stop_grace_period_outlasts_the_workers_grace_period(services):
+    app = services["app"]
+    worker_grace = float(app["environment"]["WIZARD_GRACE_SECONDS"])
+    # The supervisor waits the grace period plus KILL_MARGIN before it kills
+    # its children; Docker's SIGKILL must come later still.
+    assert seconds(app["stop_grace_period"]) > worker_grace + KILL_MARGIN
+
+
+def test_the_gateways_start_the_mounted_ops_nginx_configurations(services):
+    expected = {"gateway": "nginx.conf", "gateway-public": "nginx.public.conf"}
+    for name, conf in expected.items():
+        gateway = services[name]
+        assert gateway["command"] == [
+            "nginx",
+            "-g",
+            "daemon off;",
+            "-c",
+            f"/etc/nginx/wizard/{conf}",
+        ]
+        assert {
+            "type": "bind",
+            "source": "./ops/nginx",
+            "target": "/etc/nginx/wizard",
+            "read_only": True,
+        } in gateway["volumes"]
+        assert (OPS / "nginx" / conf).is_file()
+
+
+def test_the_public_profile_holds_the_tunnel_and_the_tls_gateway(services):
+    in_public = {
+        name for name, service in services.items() if "public" in service.get("profiles", [])
+    }
+    assert in_public == {"gateway-public", "cloudflared"}
+    assert "profiles" not in services["app"]
+
+
+def test_the_tunnel_token_is_a_secret_file_never_an_environment_variable(compose, services):
+    cloudflared = services["cloudflared"]
+    assert "environment" not in cloudflared
+    assert cloudflared["secrets"] == ["tunnel_token"]
+    command = cloudflared["command"]
+    assert command[command.index("--token-file") + 1] == "/run/secrets/tunnel_token"
+    assert compose["secrets"]["tunnel_token"]["file"] == "./ops/cloudflared/tunnel-token"
+    ignored = (OPS / "cloudflared" / ".gitignore").read_text().split()
+    assert "tunnel-token" in ignored
+
+
+def test_every_bind_mounted_file_is_in_the_repository_or_brought_by_the_user(services):
+    for name, service in services.items():
+        for volume in service.get("volumes", []):
+            if not isinstance(volume, dict):
+                continue
+            source = volume["source"].removeprefix("./")
+            assert volume["read_only"] is True, f"{name}: {source}"
+            assert (ROOT / source).exists() or source in BROUGHT_BY_THE_USER, f"{name}: {source}"
+
+
+def test_the_deployment_guide_explains_each_file_the_user_brings():
+    guide = (ROOT / "docs" / "deployment.md").read_text()
+    for path in BROUGHT_BY_THE_USER | {"ops/nginx/certs/origin.pem", "ops/nginx/certs/origin.key"}:
+        assert path in guide, path
