@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from pathlib import Path
 
 from .config import ConfigError, Settings
 
@@ -39,6 +40,12 @@ def _parser() -> argparse.ArgumentParser:
         metavar="W",
         help="worker processes per node, 0-64 (default 1)",
     )
+    up.add_argument(
+        "--var-dir",
+        type=Path,
+        default=None,
+        help="folder for Valkey's AOF, the nginx config and the logs (default var/)",
+    )
     return parser
 
 
@@ -61,6 +68,7 @@ def main(argv: list[str] | None = None) -> int:
         nodes=args.nodes,
         workers=args.workers,
         valkey_url=os.environ.get("VALKEY_URL"),
+        var_dir=args.var_dir,
     )
 
 

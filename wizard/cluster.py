@@ -424,10 +424,19 @@ def children_of(pid: int) -> list[int]:
     return children
 
 
-def run_up(*, port: int, nodes: int, workers: int, valkey_url: str | None) -> int:
+def run_up(
+    *, port: int, nodes: int, workers: int, valkey_url: str | None, var_dir: Path | None = None
+) -> int:
     """``python -m wizard up``: start the cluster, print the URLs, and stop it
-    all on Ctrl+C or SIGTERM. Returns the exit code (1 if it cannot start)."""
-    cluster = LocalCluster(gateway_port=port, nodes=nodes, workers=workers, valkey_url=valkey_url)
+    all on Ctrl+C or SIGTERM. Its files go under ``var_dir`` (default
+    ``var/`` in the checkout). Returns the exit code (1 if it cannot start)."""
+    cluster = LocalCluster(
+        gateway_port=port,
+        nodes=nodes,
+        workers=workers,
+        var_dir=var_dir or ROOT / "var",
+        valkey_url=valkey_url,
+    )
     stop = {"reason": None}
 
     def request_stop(signum, frame) -> None:

@@ -324,9 +324,10 @@ if f[1] ~= 'running' or f[2] ~= ARGV[1] or f[3] ~= ARGV[2] then
   redis.call('HINCRBY', KEYS[3], 'fenced_writes', 1)
   return 0
 end
+-- An earlier attempt's error and reason do not describe this outcome.
+redis.call('HDEL', KEYS[1], 'lease_expires', 'error', 'reason')
 redis.call('HSET', KEYS[1], 'status', ARGV[3], ARGV[4], ARGV[5],
   'finished_at', ARGV[6], 'lease_owner', '')
-redis.call('HDEL', KEYS[1], 'lease_expires')
 redis.call('EXPIRE', KEYS[1], tonumber(ARGV[7]))
 redis.call('HINCRBY', KEYS[3], ARGV[3] .. ':' .. f[4], 1)
 redis.call('HINCRBY', KEYS[4], f[4] .. '|' .. ARGV[9], 1)

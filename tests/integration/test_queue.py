@@ -241,3 +241,27 @@ def test_status_reads_never_write(client, scripts):
     queue.counts(client)
 
     assert {key: client.dump(key) for key in client.keys("*")} == before
+
+
+def test_a_task_completed_on_retry_shows_its_result_not_the_earlier_error(client, scripts):
+    task_id = queue.submit(client, "add", 1, 2, accepted_by="node-1")
+    lost = take(client, scripts)
+    queue.retry(
+        client,
+        scripts,
+        task_id,
+        node_id="node-1",
+        worker_id=lost.worker_id,
+        attempt=lost.attempt,
+        reason="worker_lost",
+        error="lost",
+        max_attempts=3,
+        delay_seconds=0,
+        result_ttl=60,
+    )
+
+    finish(client, scripts, take(client, scripts), result=3)
+
+    body = queue.status(client, task_id).to_json()
+    assert body["result"] == 3 and body["attempts"] == 2
+    assert "error" not in body and "reason" not in body

@@ -1,0 +1,222 @@
+"""The whole system on this machine, through the real nginx gateway.
+
+A :class:`~wizard.cluster.LocalCluster` (a real valkey-server, three real
+nodes with one worker each, a real nginx doing round robin) runs on free
+ports for the module. ``python -m wizard up`` itself is run as a
+subprocess, the way ``make run`` runs it, and stopped with SIGTERM.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+
+import pytest
+import requests
+
+from tests.support import wait_for
+from wizard.cluster import ROOT, LocalCluster, children_of, free_port
+
+NODES = {"node-1", "node-2", "node-3"}
+
+
+def process_start(pid: int) -> str | None:
+    """When ``pid`` started (clock ticks since boot), or None if it is not
+    running: gone, or a zombie waiting to be reaped. Comparing start times
+    tells a process from a later one that reused its PID."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        # No such process any more.
+        return None
+    fields = stat.rsplit(")", 1)[1].split()
+    return None if fields[0] == "Z" else fields[19]
+
+
+def descendants(pid: int) -> list[int]:
+    """Every process below ``pid``: children, their children, and so on."""
+    found = []
+    for child in children_of(pid):
+        found += [child, *descendants(child)]
+    return found
+
+
+def still_running(started: dict[int, str]) -> list[int]:
+    """The PIDs in ``started`` (pid -> start time) that still run."""
+    return [pid for pid, at in started.items() if process_start(pid) == at]
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    """Valkey, three nodes (one worker each, 50 ms per task) and nginx."""
+    local = LocalCluster(
+        gateway_port=free_port(),
+        nodes=len(NODES),
+        workers=1,
+        var_dir=tmp_path_factory.mktemp("cluster"),
+        node_env={"WIZARD_WORK_SECONDS": "0.05"},
+    )
+    with local:
+        yield local
+
+
+# --- through the gateway --------------------------------------------------
+
+
+def test_thirty_tasks_through_nginx_are_spread_over_every_node_and_several_workers(cluster):
+    session = requests.Session()
+    accepted = {}
+    for n in range(30):
+        response = session.post(f"{cluster.url}/task", params={"a": n, "b": 1}, timeout=10)
+        assert response.status_code == 202, response.text
+        body = response.json()
+        accepted[body["task_id"]] = (n + 1, body["accepted_by"])
+    assert {node for _, node in accepted.values()} == NODES
+
+    def read(task_id: str) -> dict:
+        return session.get(f"{cluster.url}/tasks/{task_id}/status", timeout=10).json()
+
+    def statuses():
+        found = {task_id: read(task_id) for task_id in accepted}
+        return found if all(s["status"] == "complete" for s in found.values()) else None
+
+    final = wait_for(statuses, timeout=30, interval=0.2, what="30 tasks complete")
+    for task_id, status in final.items():
+        total, accepted_by = accepted[task_id]
+        assert status["result"] == total
+        assert status["accepted_by"] == accepted_by
+        assert status["attempts"] == 1
+    handlers = Counter(status["handled_by"] for status in final.values())
+    assert len(handlers) > 1, handlers
+    checkers = Counter(status["checked_by"] for status in final.values())
+    assert len(checkers) > 1, checkers
+    session.close()
+
+
+def test_the_whoami_round_robin_visits_every_node_in_turn(cluster):
+    session = requests.Session()
+    seen = [session.get(f"{cluster.url}/whoami", timeout=10).json()["node"] for _ in range(6)]
+    session.close()
+    assert Counter(seen) == {node: 2 for node in NODES}, seen
+
+
+def test_each_node_answers_on_its_own_port_too(cluster):
+    for name in NODES:
+        response = requests.get(cluster.node_url(name) + "/whoami", timeout=10)
+        assert response.json()["node"] == name
+
+
+def test_a_task_accepted_by_one_node_is_read_from_every_node(cluster):
+    posted = requests.post(f"{cluster.url}/task", params={"a": 40, "b": 2}, timeout=10)
+    path = posted.headers["Location"]
+
+    def complete():
+        body = requests.get(cluster.node_url("node-1") + path, timeout=10).json()
+        return body["status"] == "complete"
+
+    wait_for(complete, timeout=10, what="the task completes")
+    for name in NODES:
+        body = requests.get(cluster.node_url(name) + path, timeout=10).json()
+        assert (body["result"], body["checked_by"]) == (42, name)
+
+
+# --- python -m wizard up --------------------------------------------------
+
+
+def wizard_up(port: int, var_dir: Path, output: Path) -> subprocess.Popen:
+    """Start ``python -m wizard up`` with its own Valkey on ``port``."""
+    env = {name: value for name, value in os.environ.items() if name != "VALKEY_URL"}
+    with open(output, "wb") as sink:
+        return subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "wizard",
+                "up",
+                "--port",
+                str(port),
+                "--nodes",
+                "2",
+                "--var-dir",
+                str(var_dir),
+            ],
+            cwd=ROOT,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+        )
+
+
+def stop_for_good(launcher: subprocess.Popen, started: dict[int, str]) -> None:
+    """Clean up after a failed test: SIGTERM the launcher, then SIGKILL any
+    process of its cluster still running, by PID."""
+    if launcher.poll() is None:
+        launcher.send_signal(signal.SIGTERM)
+        try:
+            launcher.wait(60)
+        except subprocess.TimeoutExpired:
+            # It hangs: the kills below end what it started, then itself.
+            launcher.kill()
+    for pid in still_running(started):
+        os.kill(pid, signal.SIGKILL)
+    launcher.wait()
+
+
+def test_wizard_up_prints_the_urls_and_leaves_nothing_running_after_sigterm(tmp_path):
+    port = free_port()
+    output = tmp_path / "up.out"
+    launcher = wizard_up(port, tmp_path / "var", output)
+    started: dict[int, str] = {}
+    try:
+        wait_for(lambda: "stop: Ctrl+C" in output.read_text(), timeout=60, interval=0.1)
+        text = output.read_text()
+        gateway = f"http://127.0.0.1:{port}"
+        assert f"Math Wizard is up:  {gateway}/" in text
+        node_urls = re.findall(r"node-\d +(http://127\.0\.0\.1:\d+) +pid \d+", text)
+        assert len(node_urls) == 2, text
+        assert re.search(r"valkey +valkey://127\.0\.0\.1:\d+/0", text), text
+        assert requests.get(gateway + "/whoami", timeout=10).status_code == 200
+        for url in node_urls:
+            assert requests.get(url + "/healthz", timeout=10).status_code == 200
+
+        for pid in descendants(launcher.pid):
+            started[pid] = process_start(pid)
+        # Valkey, nginx (master and worker), and for each node its
+        # supervisor, API, worker and scheduler.
+        assert len(started) >= 3 + 2 * 4, started
+
+        launcher.send_signal(signal.SIGTERM)
+        assert launcher.wait(60) == 0
+        assert "stopped; nothing left running." in output.read_text()
+        wait_for(lambda: not still_running(started), timeout=10, what="every process gone")
+    finally:
+        stop_for_good(launcher, started)
+
+
+def test_wizard_up_on_a_taken_port_says_so_in_one_line_and_exits_non_zero(tmp_path):
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        env = {name: value for name, value in os.environ.items() if name != "VALKEY_URL"}
+        finished = subprocess.run(
+            [sys.executable, "-m", "wizard", "up", "--port", str(port), "--var-dir", str(tmp_path)],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+    assert finished.returncode != 0
+    lines = finished.stderr.splitlines()
+    assert len(lines) == 1, finished.stderr
+    assert f"port {port}" in lines[0] and "already in use" in lines[0]
+    assert not (tmp_path / "valkey").exists(), "nothing should have started"
