@@ -1,0 +1,129 @@
+"""The live dashboard at ``/``, in a real headless Chromium, against a real
+local cluster (Valkey, three nodes, nginx). Each test is what a person would
+do and see; nothing waits a guessed delay, every wait has a deadline.
+
+Set ``DASHBOARD_SCREENSHOT=docs/dashboard.png`` to refresh the screenshot in
+the docs; otherwise the photo is taken into the test's temporary folder.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import struct
+from pathlib import Path
+
+from playwright.sync_api import expect
+
+from wizard.cluster import ROOT
+
+#: A total time as the race prints it: "1.23 s", "12.3 s" or "2 min 5 s".
+SECONDS = re.compile(r"^\d+(\.\d+)? s$|^\d+ min \d+ s$")
+
+
+def png_size(path: Path) -> tuple[int, int]:
+    """Width and height of a PNG, read from its IHDR chunk (PNG spec §11.2.2)."""
+    header = path.read_bytes()[:24]
+    assert header[:8] == b"\x89PNG\r\n\x1a\n", f"{path} is not a PNG"
+    return struct.unpack(">II", header[16:24])
+
+
+def test_the_dashboard_loads_without_console_errors(dashboard):
+    # Two rounds of polling at least: /cluster and /tasks each answered twice.
+    dashboard.wait_for_answers(4)
+    expect(dashboard.page.locator("#connection")).to_have_attribute("data-state", "live")
+    expect(dashboard.page.locator("#problem-banner")).to_be_hidden()
+
+    assert dashboard.errors == []
+
+
+def test_a_burst_can_be_sent_with_the_keyboard_alone_and_the_focus_is_visible(dashboard):
+    focused = dashboard.tab_to("burst-button")
+
+    assert focused.evaluate("button => getComputedStyle(button).outlineStyle") == "solid"
+    dashboard.page.keyboard.press("Enter")
+    expect(dashboard.page.locator("#burst-grid li[data-task-id]")).to_have_count(10)
+
+
+def test_a_burst_of_ten_tasks_completes_on_more_than_one_worker(dashboard):
+    task_ids = dashboard.send_burst(10)
+
+    dashboard.wait_until_feed_shows(task_ids, "complete")
+
+    workers = dashboard.feed_column(task_ids, "handled_by")
+    accepted_by = dashboard.feed_column(task_ids, "accepted_by")
+    assert len(set(workers)) > 1, f"every task ran on {workers[0]}"
+    assert len(set(accepted_by)) > 1, f"nginx sent every POST to {accepted_by[0]}"
+
+
+def test_sync_vs_async_shows_both_total_times(dashboard):
+    dashboard.race(4)
+
+    verdict = dashboard.page.locator("#race-verdict")
+    expect(verdict).to_contain_text("4 tasks", timeout=20_000)
+    expect(dashboard.page.locator("#race-sync-time")).to_have_text(SECONDS)
+    expect(dashboard.page.locator("#race-async-time")).to_have_text(SECONDS)
+
+
+def test_an_api_error_is_shown_in_the_problems_own_words(dashboard):
+    result = dashboard.add_now("abc", "3")
+
+    expect(result.locator(".error")).to_contain_text("operand 'a' must be a number")
+    expect(result.locator(".error")).to_contain_text("HTTP 400")
+
+
+def test_a_queued_task_is_shown_moving_to_complete_with_who_accepted_handled_and_checked(dashboard):
+    progress = dashboard.queue_one_task("2", "3")
+
+    expect(progress.locator(".step.is-done")).to_have_count(3)
+    expect(progress).to_contain_text("2 + 3 = 5")
+    expect(progress).to_contain_text("accepted by node-")
+    expect(progress).to_contain_text("/w1")
+    expect(progress).to_contain_text("status asked")
+
+
+def test_the_dashboard_fits_a_375_pixel_wide_screen_without_sideways_scrolling(phone):
+    task_ids = phone.send_burst(10)
+    phone.wait_until_feed_shows(task_ids[-10:], "complete")
+    phone.wait_for_answers(20)
+
+    assert phone.scroll_width() <= 375
+
+
+def test_a_burst_of_thirty_shows_tasks_waiting_and_finished_at_once(dashboard, tmp_path):
+    expect(dashboard.add_now("20", "22")).to_contain_text("answered by")
+    expect(dashboard.queue_one_task("20", "22").locator(".step.is-done")).to_have_count(3)
+    dashboard.race(6)
+    expect(dashboard.page.locator("#race-verdict")).to_contain_text("6 tasks", timeout=20_000)
+
+    dashboard.send_burst(30)
+    dashboard.wait_until_feed_mixes(finished=3, unfinished=3)
+
+    target = Path(os.environ.get("DASHBOARD_SCREENSHOT") or tmp_path / "dashboard.png")
+    if not target.is_absolute():
+        target = ROOT / target
+    dashboard.page.screenshot(path=str(target), full_page=True)
+    width, height = png_size(target)
+    assert width == 1280 and height > 900
+
+
+def test_a_killed_node_turns_grey_within_seconds_and_regains_its_colour(dashboard, cluster):
+    card = dashboard.node_card("node-3")
+    expect(card).to_have_attribute("data-alive", "true")
+
+    # The node runs in its own session: one signal to its process group kills
+    # the supervisor, its API, workers and scheduler at once, like a crash.
+    node = cluster.nodes["node-3"]
+    os.killpg(node.pid, signal.SIGKILL)
+    node.process.wait(timeout=5)
+    try:
+        expect(card).to_have_attribute("data-alive", "false", timeout=8_000)
+        expect(card).to_have_css("filter", "grayscale(1)")
+        expect(card.locator(".node-state")).to_contain_text("down")
+    finally:
+        cluster.start_node("node-3")
+        cluster.wait_node_ready("node-3")
+
+    expect(card).to_have_attribute("data-alive", "true")
+    expect(card).not_to_have_css("filter", "grayscale(1)")
