@@ -62,6 +62,9 @@ def run_api(settings: Settings) -> None:
     from .api import make_app
 
     logs.configure(settings.log_level, node=settings.node_id, process="api")
+    # waitress logs "Task queue depth is N" for every request that waits for
+    # a free thread: one JSON line per request exactly when the node is busiest.
+    logging.getLogger("waitress.queue").setLevel(logging.ERROR)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
     server = waitress.create_server(

@@ -265,3 +265,31 @@ def test_a_task_completed_on_retry_shows_its_result_not_the_earlier_error(client
     body = queue.status(client, task_id).to_json()
     assert body["result"] == 3 and body["attempts"] == 2
     assert "error" not in body and "reason" not in body
+
+
+def test_take_still_claims_after_valkey_forgot_its_scripts(client, scripts):
+    task_id = queue.submit(client, "add", 1, 2, accepted_by="node-1")
+    client.script_flush()  # what a restart of Valkey does to loaded scripts
+
+    claim = take(client, scripts)
+
+    assert claim.task_id == task_id and claim.attempt == 1
+    assert client.lrange(store.processing_key("node-1/w1"), 0, -1) == [task_id]
+
+
+def test_an_idle_take_claims_an_id_left_pending_at_the_head_of_its_list(client, scripts):
+    # A previous process with this worker id died between its move and claim.
+    task_id = queue.submit(client, "add", 1, 2, accepted_by="node-1")
+    client.lmove(store.TASK_QUEUE, store.processing_key("node-1/w1"), "RIGHT", "LEFT")
+
+    claim = take(client, scripts)
+
+    assert claim.task_id == task_id
+
+
+def test_an_idle_take_leaves_a_running_task_in_its_list_for_the_reaper(client, scripts):
+    task_id = queue.submit(client, "add", 1, 2, accepted_by="node-1")
+    take(client, scripts)  # claimed by a process that then died
+
+    assert take(client, scripts) is None
+    assert client.lrange(store.processing_key("node-1/w1"), 0, -1) == [task_id]
