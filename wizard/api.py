@@ -78,7 +78,7 @@ class Api:
             self.limiter = RateLimiter(
                 self.client, per_second=settings.rate_limit, burst=settings.rate_burst
             )
-        self.http_metrics = metrics.HttpMetrics()
+        self.http_metrics = metrics.ApiMetrics()
         self.router = Router(self.routes(), node_id=settings.node_id)
         self.hostname = socket.gethostname()
 
@@ -246,6 +246,7 @@ class Api:
                 accepted_by=self.settings.node_id,
                 durable=self.settings.durable_ack,
             )
+        self.http_metrics.task_submitted(operation)
         log.info("task accepted", extra={"task_id": task_id, "request_id": request.request_id})
         status_url = f"/tasks/{task_id}/status"
         body = {

@@ -2,8 +2,8 @@
 
 Two sources meet here:
 
-- the API process's own HTTP counters, kept in memory by :class:`HttpMetrics`
-  (one API process per node, so these are per node);
+- what the API process counts itself, in memory (:class:`ApiMetrics`: HTTP
+  requests and tasks accepted; one API process per node, so these are per node);
 - the task counters and duration histogram that this node's workers keep in
   Valkey (``stats:node:<node>``, ``stats:duration:<node>``), plus gauges
   read from the queue at scrape time (depth, oldest pending age, in flight,
@@ -31,12 +31,12 @@ from . import queue, store
 HTTP_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 
 
-class HttpMetrics:
-    """Thread-safe request counters and latency histogram of one API process.
+class ApiMetrics:
+    """Thread-safe counters of one API process: requests by route, method and
+    status, a latency histogram by route, and tasks accepted by operation.
 
-    Keys are (route pattern, method, status); the route is the pattern
-    (``/tasks/<task_id>/status``), never the raw path, so the number of
-    series stays bounded.
+    The route is the pattern (``/tasks/<task_id>/status``), never the raw
+    path, so the number of series stays bounded.
     """
 
     def __init__(self) -> None:
@@ -44,6 +44,12 @@ class HttpMetrics:
         self.requests: dict[tuple[str, str, int], int] = {}
         self.buckets: dict[str, list[int]] = {}
         self.sums: dict[str, float] = {}
+        self.submitted: dict[str, int] = {}
+
+    def task_submitted(self, operation: str) -> None:
+        """Count one task this node accepted (answered 202)."""
+        with self._lock:
+            self.submitted[operation] = self.submitted.get(operation, 0) + 1
 
     def observe(self, route: str, method: str, status: int, seconds: float) -> None:
         """Count one request to ``route`` that took ``seconds``."""
@@ -60,11 +66,16 @@ class HttpMetrics:
             self.sums[route] = self.sums.get(route, 0.0) + seconds
 
     def lines(self) -> Iterable[str]:
-        """The HTTP series as exposition lines."""
+        """The series as exposition lines."""
         with self._lock:
             requests = dict(self.requests)
             buckets = {route: list(counts) for route, counts in self.buckets.items()}
             sums = dict(self.sums)
+            submitted = dict(self.submitted)
+        yield "# HELP wizard_tasks_submitted_total Tasks accepted by this node (202)."
+        yield "# TYPE wizard_tasks_submitted_total counter"
+        for operation, count in sorted(submitted.items()):
+            yield f'wizard_tasks_submitted_total{{operation="{_escape(operation)}"}} {count}'
         yield "# HELP wizard_http_requests_total HTTP requests served by this node's API."
         yield "# TYPE wizard_http_requests_total counter"
         for (route, method, status), count in sorted(requests.items()):
@@ -110,17 +121,11 @@ def task_lines(client: valkey.Valkey, node_id: str) -> Iterable[str]:
         pipe.hgetall(store.stats_key(node_id))
         pipe.hgetall(store.duration_key(node_id))
         stats, durations = pipe.execute()
-    submitted, finished = {}, {}
+    finished = {}
     for field, value in stats.items():
         kind, _, operation = field.partition(":")
-        if kind == "submitted":
-            submitted[operation] = int(value)
-        elif kind in ("complete", "failed"):
+        if kind in ("complete", "failed"):
             finished[(operation, kind)] = int(value)
-    yield "# HELP wizard_tasks_submitted_total Tasks accepted by this node (202)."
-    yield "# TYPE wizard_tasks_submitted_total counter"
-    for operation, count in sorted(submitted.items()):
-        yield f'wizard_tasks_submitted_total{{operation="{_escape(operation)}"}} {count}'
     yield "# HELP wizard_tasks_finished_total Tasks this node's workers ended, by outcome."
     yield "# TYPE wizard_tasks_finished_total counter"
     for (operation, outcome), count in sorted(finished.items()):
@@ -209,7 +214,7 @@ def queue_snapshot(client: valkey.Valkey) -> dict:
     return snapshot
 
 
-def render(http: HttpMetrics, client: valkey.Valkey, node_id: str) -> str:
+def render(http: ApiMetrics, client: valkey.Valkey, node_id: str) -> str:
     """The whole exposition for ``GET /metrics``.
 
     Raises:

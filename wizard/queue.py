@@ -209,8 +209,6 @@ def submit(
         tx.hset(store.task_key(task_id), mapping=fields)
         tx.lpush(store.TASK_QUEUE, task_id)
         tx.lpush(store.RECENT_TASKS, task_id)
-        tx.ltrim(store.RECENT_TASKS, 0, store.RECENT_LIMIT - 1)
-        tx.hincrby(store.stats_key(accepted_by), "submitted:" + operation, 1)
         tx.execute()
     if durable:
         _wait_for_aof(client, task_id)

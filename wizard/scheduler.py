@@ -13,7 +13,8 @@ Each round (:meth:`Scheduler.tick`) the leader:
    ``worker_lost`` once ``WIZARD_MAX_ATTEMPTS`` are used up;
 2. promotes retries whose backoff delay has elapsed from
    ``task_queue:delayed`` back to ``task_queue``;
-3. forgets workers not seen for an hour and dead letters that expired.
+3. trims the recent-tasks list, forgets workers not seen for an hour and
+   dead letters that expired.
 
     >>> Scheduler(settings, client).tick()           # doctest: +SKIP
     {'leader': True, 'reaped': 1, 'dead_lettered': 0, 'promoted': 3}
@@ -107,8 +108,10 @@ class Scheduler:
         return outcome
 
     def forget(self) -> None:
-        """Drop long-gone workers from the registry and expired ids from the
-        dead-letter queue, so neither grows without bound."""
+        """Trim the recent-tasks list, drop long-gone workers from the
+        registry and expired ids from the dead-letter queue, so none of them
+        grows without bound."""
+        self.client.ltrim(store.RECENT_TASKS, 0, store.RECENT_LIMIT - 1)
         now = time.time()
         for worker_id, card in self.client.hgetall(store.WORKER_REGISTRY).items():
             if now - json.loads(card).get("at", 0) > FORGET_WORKER_AFTER:

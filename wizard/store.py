@@ -30,8 +30,9 @@ DELAYED_QUEUE = "task_queue:delayed"
 #: list of task ids that exhausted their attempts (newest first).
 DEAD_LETTER_QUEUE = "dead_letter_queue"
 
-#: list of the most recent task ids (newest first), capped at RECENT_LIMIT,
-#: so the dashboard feed costs O(limit), never a scan.
+#: list of the most recent task ids (newest first). Readers take at most
+#: RECENT_LIMIT from its head, so the dashboard feed costs O(limit), never a
+#: scan; the scheduler trims it to that length twice a second.
 RECENT_TASKS = "tasks:recent"
 RECENT_LIMIT = 200
 
@@ -43,7 +44,7 @@ WORKER_REGISTRY = "workers"
 #: promote; SET NX with an expiry, so another node takes over when it dies.
 SCHEDULER_LOCK = "scheduler:lock"
 
-#: hash of one node's counters: "submitted:<op>", "complete:<op>",
+#: hash of one node's counters: "complete:<op>",
 #: "failed:<op>", "retried", "dead_lettered", "fenced_writes". Integers,
 #: only ever HINCRBY; each node counts what its own processes did.
 STATS_PREFIX = "stats:node:"

@@ -33,7 +33,6 @@ def test_submit_writes_the_hash_and_pushes_the_id_in_one_transaction(client):
     assert json.loads(fields["a"]) == 1 and json.loads(fields["b"]) == 2.5
     assert client.lrange(store.TASK_QUEUE, 0, -1) == [task_id]
     assert client.lrange(store.RECENT_TASKS, 0, -1) == [task_id]
-    assert client.hget(store.stats_key("node-1"), "submitted:add") == "1"
 
 
 def test_take_moves_the_id_into_the_workers_processing_list_and_leases_it(client, scripts):

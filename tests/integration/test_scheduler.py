@@ -105,3 +105,11 @@ def test_only_one_node_leads_and_another_takes_over_when_its_lock_expires(settin
     client.delete(store.SCHEDULER_LOCK)  # what the lock's expiry does when node-1 dies
     assert second.tick()["leader"] is True
     assert first.tick() == {"leader": False}
+
+
+def test_the_scheduler_keeps_the_recent_tasks_list_bounded(settings, client):
+    client.lpush(store.RECENT_TASKS, *[f"{n:032x}" for n in range(store.RECENT_LIMIT + 50)])
+
+    Scheduler(settings).tick()
+
+    assert client.llen(store.RECENT_TASKS) == store.RECENT_LIMIT
