@@ -1,0 +1,819 @@
+"""Benchmarks: throughput and latency of the wizard against their ceilings.
+
+``make bench`` runs this file. In one run, on 127.0.0.1 only, it starts a
+real :class:`~wizard.cluster.LocalCluster` (Valkey, 3 nodes x 1 worker,
+nginx; ``WIZARD_WORK_SECONDS=0``) and, beside it, the ceilings measured on
+the same machine at the same time:
+
+1. HTTP requests per second through the gateway, ``POST /task`` and
+   ``GET /whoami``, against a hello-world WSGI app on waitress (3 instances,
+   same thread count) behind the same nginx configuration. One closed-loop
+   keep-alive client (:mod:`loadgen`) drives both, in interleaved slices.
+   The nodes run without workers here (``WIZARD_WORKERS=0``): this figure is
+   the producer's; the consumers have their own (2.), and on 2 cores they
+   would otherwise take CPU from the producer being measured.
+2. Tasks per second drained by 1 node and by 3 nodes from a prefilled queue,
+   per worker process, against a bare valkey-py BLMOVE/HSET/LREM loop
+   (:mod:`ceilings`) with as many processes.
+3. Submit-to-complete latency of single tasks on the idle cluster (p50,
+   p99, from each task's own ``created_at``/``finished_at``), against the
+   same trip made by a bare producer and consumer.
+
+It prints a table, writes ``benchmarks/results.json`` and the results
+section of ``benchmarks/README.md``, and stops everything it started, by
+PID. Bounded: about a minute and a half in all::
+
+    .venv/bin/python benchmarks/run.py            # what make bench runs
+    .venv/bin/python benchmarks/run.py --quick    # shorter, for trying changes
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import os
+import platform
+import re
+import resource
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+import ceilings
+import loadgen
+from tqdm import tqdm
+
+from wizard import queue, store
+from wizard.cluster import LocalCluster, Part, children_of, free_port, http_ok, wait_until
+from wizard.config import Settings
+
+HERE = Path(__file__).resolve().parent
+RESULTS_JSON = HERE / "results.json"
+README = HERE / "README.md"
+HOST = "127.0.0.1"
+
+#: Environment of every node: no simulated work, quiet logs.
+NODE_ENV = {"WIZARD_WORK_SECONDS": "0", "WIZARD_LOG_LEVEL": "warning"}
+NODES = 3
+
+#: Concurrent keep-alive connections of the load generator (more than the
+#: 3 x 8 request threads behind the gateway, so none of them idles).
+CONNECTIONS = 32
+
+#: Queue holding the prefilled tasks while the nodes start (renamed to
+#: ``task_queue`` once every worker is ready, so all start together).
+HELD_QUEUE = "bench:held"
+
+#: Longest wait for a queue to empty, seconds.
+DRAIN_TIMEOUT = 60.0
+
+
+@dataclass(frozen=True)
+class Plan:
+    """How much to measure: slices of HTTP load, tasks, samples."""
+
+    rounds: int = 4
+    slice_seconds: float = 2.5
+    warmup_seconds: float = 0.5
+    drain_tasks: int = 5000
+    latency_samples: int = 200
+
+
+QUICK = Plan(rounds=1, slice_seconds=1.5, drain_tasks=1500, latency_samples=60)
+
+
+@dataclass(frozen=True)
+class Figure:
+    """One line of the table. ``ratio`` is value/ceiling for rates and
+    floor/value for latencies, so 1.0 is always "as good as the ceiling".
+    ``target`` is the goal as text; ``passed`` is None when there is none."""
+
+    name: str
+    unit: str
+    value: float
+    ceiling: float
+    ratio: float
+    target: str
+    passed: bool | None
+
+    def row(self) -> list[str]:
+        verdict = {True: "pass", False: "FAIL", None: "-"}[self.passed]
+        return [
+            self.name,
+            f"{self.value:,.{_digits(self.unit)}f} {self.unit}",
+            f"{self.ceiling:,.{_digits(self.unit)}f} {self.unit}",
+            f"{self.ratio:.3f}",
+            self.target,
+            verdict,
+        ]
+
+
+def _digits(unit: str) -> int:
+    return 3 if unit == "ms" else 0
+
+
+# --- the systems under test ----------------------------------------------
+
+
+class HelloGateway:
+    """Three hello-world waitress processes (benchmarks/hello.py) behind an
+    nginx written by LocalCluster's own writer: the same ops/nginx includes,
+    an upstream of the three ports, one worker process, the same access log."""
+
+    def __init__(self, var_dir: Path) -> None:
+        self.servers = []
+        for n in range(1, NODES + 1):
+            argv = [sys.executable, str(HERE / "hello.py"), str(free_port(HOST))]
+            self.servers.append(Part(f"hello-{n}", argv, var_dir / "logs" / f"hello-{n}.log"))
+        # A LocalCluster that never starts its own nodes or Valkey: only its
+        # gateway, pointed at the hello-world ports.
+        self.nginx = LocalCluster(gateway_port=free_port(HOST), nodes=0, var_dir=var_dir)
+        self.nginx.node_ports = {s.name: int(s.argv[-1]) for s in self.servers}
+
+    @property
+    def port(self) -> int:
+        """The gateway's port."""
+        return self.nginx.gateway_port
+
+    def start(self) -> None:
+        """Start the servers, wait until each answers, then start nginx.
+
+        Raises:
+            wizard.cluster.ClusterError: a part exited or was not ready in time.
+        """
+        for server in self.servers:
+            server.start()
+        for server in self.servers:
+            url = f"http://{HOST}:{server.argv[-1]}/"
+            wait_until(lambda url=url: http_ok(url), server.name, process=server.process)
+        self.nginx.start_gateway()
+
+    def parts(self) -> list[Part]:
+        """Every process started (nginx first)."""
+        return [*self.nginx.parts(), *self.servers]
+
+    def stop(self) -> None:
+        """Stop nginx, then the servers, by PID (again is harmless)."""
+        self.nginx.stop()
+        for server in self.servers:
+            server.stop(signal.SIGTERM, timeout=10)
+
+
+def worker_ids(cluster: LocalCluster) -> list[str]:
+    """Every worker id of the cluster (``node-1/w1`` ...)."""
+    return [f"{node}/w{n}" for node in cluster.node_ports for n in range(1, cluster.workers + 1)]
+
+
+def in_progress(client, cluster: LocalCluster) -> int:
+    """Tasks waiting or being worked on: the queue plus every processing list."""
+    with client.pipeline(transaction=False) as pipe:
+        pipe.llen(store.TASK_QUEUE)
+        for worker_id in worker_ids(cluster):
+            pipe.llen(store.processing_key(worker_id))
+        return sum(pipe.execute())
+
+
+def wait_idle(client, cluster: LocalCluster, timeout: float = DRAIN_TIMEOUT) -> float:
+    """Wait until no task is queued or in progress; returns the seconds it took.
+
+    Raises:
+        RuntimeError: still busy after ``timeout`` seconds.
+    """
+    started = time.perf_counter()
+    while in_progress(client, cluster):
+        if time.perf_counter() - started > timeout:
+            raise RuntimeError(f"the cluster still had tasks after {timeout:g} s")
+        time.sleep(0.02)
+    return time.perf_counter() - started
+
+
+def stop_nodes(cluster: LocalCluster, names: list[str]) -> None:
+    """Stop nodes gracefully and in parallel: one SIGTERM to each node's
+    supervisor PID, then wait for each (SIGKILL after 30 s)."""
+    running = [cluster.nodes[name] for name in names if cluster.nodes[name].alive()]
+    for part in running:
+        part.process.send_signal(signal.SIGTERM)
+    for part in running:
+        try:
+            part.process.wait(30)
+        except subprocess.TimeoutExpired:
+            # Stuck past every grace period: kill it by PID.
+            part.process.kill()
+            part.process.wait()
+
+
+def start_nodes(cluster: LocalCluster, names: list[str]) -> None:
+    """Start nodes together and wait until each answers /readyz (its workers
+    heartbeat, so they are blocked on the queue)."""
+    for name in names:
+        cluster.start_node(name)
+    for name in names:
+        cluster.wait_node_ready(name)
+
+
+def cpu_seconds(pid: int) -> float:
+    """CPU time (user + system) used so far by process ``pid``, seconds
+    (0 if it is gone). Linux /proc/<pid>/stat, fields 14 and 15."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except FileNotFoundError:
+        # It exited: it uses no more CPU.
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def machine_busy_seconds() -> float:
+    """CPU time used so far by every process on the machine, all cores
+    together, seconds (/proc/stat: all but idle and iowait)."""
+    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = fields[3] + fields[4]
+    return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
+
+
+def hello_roles(hello: HelloGateway) -> dict[str, list[int]]:
+    """PIDs of the hello-world side by role."""
+    nginx = hello.nginx.gateway.pid
+    return {"nginx": [nginx, *children_of(nginx)], "app": [s.pid for s in hello.servers]}
+
+
+def cluster_roles(cluster: LocalCluster, client) -> dict[str, list[int]]:
+    """PIDs of the cluster by role: nginx, api, worker, valkey, other
+    (supervisors, schedulers, multiprocessing's resource trackers)."""
+    nginx = cluster.gateway.pid
+    roles = {"nginx": [nginx, *children_of(nginx)], "valkey": [cluster.valkey.pid]}
+    roles["api"] = [api_pid(cluster.node_url(name)) for name in cluster.node_ports]
+    cards = client.hmget(store.WORKER_REGISTRY, worker_ids(cluster)) if cluster.workers else []
+    roles["worker"] = [json.loads(card)["pid"] for card in cards if card]
+    known = {pid for pids in roles.values() for pid in pids}
+    roles["other"] = [pid for pid in cluster.pids() if pid not in known]
+    return roles
+
+
+def api_pid(node_url: str) -> int:
+    """The PID of a node's API process, as its /whoami tells."""
+    with urllib.request.urlopen(node_url + "/whoami", timeout=2) as answer:
+        return json.loads(answer.read())["pid"]
+
+
+def cpu_by_role(roles: dict[str, list[int]]) -> dict[str, float]:
+    """CPU seconds used so far by each role's processes together."""
+    return {role: sum(cpu_seconds(pid) for pid in pids) for role, pids in roles.items()}
+
+
+class Meter:
+    """CPU time spent while a ``with`` block runs: by each role's PIDs, by
+    this process and the children it reaped (``client``), and by every
+    other process on the machine (:attr:`other_cores`, in cores), so a
+    figure taken while other jobs ran says so."""
+
+    def __init__(self, roles: dict[str, list[int]]) -> None:
+        self.roles = roles
+        self.used: dict[str, float] = {}
+        self.other_cores = 0.0
+        self._start: tuple = ()
+
+    def _sample(self) -> tuple[float, dict[str, float], float]:
+        own = resource.getrusage(resource.RUSAGE_SELF)
+        reaped = resource.getrusage(resource.RUSAGE_CHILDREN)
+        client = own.ru_utime + own.ru_stime + reaped.ru_utime + reaped.ru_stime
+        return (
+            time.perf_counter(),
+            {**cpu_by_role(self.roles), "client": client},
+            machine_busy_seconds(),
+        )
+
+    def __enter__(self) -> Meter:
+        self._start = self._sample()
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        (t0, used0, busy0), (t1, used1, busy1) = self._start, self._sample()
+        self.used = {role: used1[role] - used0[role] for role in used1}
+        self.other_cores = round(max(0.0, busy1 - busy0 - sum(self.used.values())) / (t1 - t0), 2)
+
+    def per(self, count: int) -> dict[str, float]:
+        """CPU time per item (request, task) by role, microseconds."""
+        return {
+            role: round(seconds * 1e6 / max(count, 1), 1) for role, seconds in self.used.items()
+        }
+
+
+# --- 1. HTTP -------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Target:
+    """One HTTP endpoint to load: where, what request, which status is
+    success, and the PIDs (by role) whose CPU time the requests cost."""
+
+    label: str
+    port: int
+    method: str
+    path: str
+    expect: int
+    roles: dict
+
+
+def http_phase(plan: Plan, hello: HelloGateway, cluster: LocalCluster, client) -> dict:
+    """Interleave slices of load on the hello world and on the wizard, in
+    alternating order each round (ABBA), so drifting background load on the
+    machine falls on both alike. Returns totals and per-slice results."""
+    task_path = "/task?a=1&b=2&operation=add"
+    ours, theirs = hello_roles(hello), cluster_roles(cluster, client)
+    gateway = cluster.gateway_port
+    targets = [
+        Target("hello GET", hello.port, "GET", "/whoami", 200, ours),
+        Target("wizard GET /whoami", gateway, "GET", "/whoami", 200, theirs),
+        Target("hello POST", hello.port, "POST", task_path, 200, ours),
+        Target("wizard POST /task", gateway, "POST", task_path, 202, theirs),
+    ]
+    slices = {t.label: [] for t in targets}
+    bar = tqdm(total=plan.rounds * len(targets), desc="HTTP slices", unit="slice", leave=False)
+    for round_number in range(plan.rounds):
+        order = targets if round_number % 2 == 0 else targets[::-1]
+        for target in order:
+            slices[target.label].append(http_slice(plan, target, cluster, client))
+            bar.set_postfix_str(f"{target.label}: {slices[target.label][-1]['rate']:,.0f}/s")
+            bar.update()
+    bar.close()
+    return {label: _totals(found) for label, found in slices.items()}
+
+
+def http_slice(plan: Plan, target: Target, cluster: LocalCluster, client) -> dict:
+    """One slice of closed-loop load on ``target``. After a slice of
+    ``POST /task`` waits for the workers to finish the tasks it made, and
+    counts their CPU time too (``cpu_us_per_request``, by role)."""
+    request = loadgen.http_request(target.method, target.path, f"{HOST}:{target.port}")
+    found = {}
+    with Meter(target.roles) as meter:
+        result = loadgen.closed_loop(
+            HOST,
+            target.port,
+            request,
+            expect=target.expect,
+            connections=CONNECTIONS,
+            seconds=plan.slice_seconds,
+            warmup=plan.warmup_seconds,
+        )
+        if target.expect == 202:
+            # No consumers in this phase: drop what the slice queued.
+            found["tasks_queued"] = client.llen(store.TASK_QUEUE)
+            client.flushdb()
+    return {
+        "requests": result.requests,
+        "errors": result.errors,
+        "seconds": result.seconds,
+        "rate": result.rate,
+        **found,
+        "client_cores": round(result.client_cores, 3),
+        "other_processes_cores": meter.other_cores,
+        "cpu_us_per_request": meter.per(result.answered),
+    }
+
+
+def _totals(slices: list[dict]) -> dict:
+    requests = sum(s["requests"] for s in slices)
+    seconds = sum(s["seconds"] for s in slices)
+    roles = slices[0]["cpu_us_per_request"]
+    cpu = {role: _mean(s["cpu_us_per_request"][role] for s in slices) for role in roles}
+    return {
+        "rate": requests / seconds,
+        "requests": requests,
+        "errors": sum(s["errors"] for s in slices),
+        "seconds": seconds,
+        "other_processes_cores": _mean(s["other_processes_cores"] for s in slices),
+        "cpu_us_per_request": cpu,
+        "slices": slices,
+    }
+
+
+def _mean(values) -> float:
+    values = list(values)
+    return round(sum(values) / len(values), 1)
+
+
+# --- 2. drain ------------------------------------------------------------
+
+
+def drain_phase(plan: Plan, cluster: LocalCluster, client) -> dict:
+    """Tasks per second drained by node-1 alone, then by all nodes, each
+    against bare loops with as many processes (measured before and after,
+    with every node stopped, and averaged). Expects every node stopped and
+    leaves them stopped."""
+    names = list(cluster.node_ports)
+    found = {}
+    for label, nodes in (("1 node", names[:1]), (f"{len(names)} nodes", names)):
+        processes = len(nodes) * cluster.workers
+        before = bare(cluster, plan, processes)
+        wizard = drain_nodes(plan, cluster, client, nodes)
+        stop_nodes(cluster, nodes)
+        after = bare(cluster, plan, processes)
+        found[label] = {
+            **wizard,
+            "processes": processes,
+            "rate_per_process": wizard["rate"] / processes,
+            "bare_rate_per_process": (before["rate_per_process"] + after["rate_per_process"]) / 2,
+            "bare_runs": [before, after],
+        }
+    return found
+
+
+def bare(cluster: LocalCluster, plan: Plan, processes: int) -> dict:
+    """The bare loop's drain of as many tasks, by ``processes`` processes
+    (their CPU time is in ``client``: they are this process's children)."""
+    with Meter({"valkey": [cluster.valkey.pid]}) as meter:
+        found = ceilings.bare_drain(cluster.valkey_url, tasks=plan.drain_tasks, processes=processes)
+    return {
+        "rate_per_process": found.rate_per_process,
+        "other_processes_cores": meter.other_cores,
+        "cpu_us_per_task": meter.per(found.tasks),
+    }
+
+
+def drain_nodes(plan: Plan, cluster: LocalCluster, client, nodes: list[str]) -> dict:
+    """Prefill ``drain_tasks`` tasks with wizard.queue.submit, hold them
+    aside while ``nodes`` start, release them at once and time the drain
+    from the first ``started_at`` to the last ``finished_at``."""
+    client.delete(HELD_QUEUE)
+    task_ids = [
+        queue.submit(client, "add", 1, 2, accepted_by="bench")
+        for _ in tqdm(range(plan.drain_tasks), desc=f"prefill for {len(nodes)}", leave=False)
+    ]
+    client.rename(store.TASK_QUEUE, HELD_QUEUE)
+    start_nodes(cluster, nodes)
+    roles = queue_roles(cluster, client, nodes)
+    with (
+        Meter(roles) as meter,
+        tqdm(total=len(task_ids), desc=f"drain by {len(nodes)}", leave=False) as bar,
+    ):
+        client.rename(HELD_QUEUE, store.TASK_QUEUE)
+        while left := in_progress(client, cluster):
+            bar.update(len(task_ids) - left - bar.n)
+            time.sleep(0.05)
+    with client.pipeline(transaction=False) as pipe:
+        for task_id in task_ids:
+            pipe.hmget(store.task_key(task_id), "status", "started_at", "finished_at")
+        rows = pipe.execute()
+    complete = [row for row in rows if row[0] == queue.TaskStatus.COMPLETE.value]
+    first = min(float(row[1]) for row in complete)
+    last = max(float(row[2]) for row in complete)
+    return {
+        "tasks": len(task_ids),
+        "complete": len(complete),
+        "seconds": last - first,
+        "rate": len(complete) / (last - first),
+        "other_processes_cores": meter.other_cores,
+        "cpu_us_per_task": meter.per(len(task_ids)),
+    }
+
+
+def queue_roles(cluster: LocalCluster, client, nodes: list[str]) -> dict[str, list[int]]:
+    """PIDs of the running ``nodes``' workers, of Valkey, and of the rest of
+    the cluster (API processes, schedulers, supervisors, nginx)."""
+    ids = [f"{node}/w{n}" for node in nodes for n in range(1, cluster.workers + 1)]
+    workers = [json.loads(card)["pid"] for card in client.hmget(store.WORKER_REGISTRY, ids)]
+    known = {*workers, cluster.valkey.pid}
+    rest = [pid for pid in cluster.pids() if pid not in known]
+    return {"worker": workers, "valkey": [cluster.valkey.pid], "other": rest}
+
+
+# --- 3. latency ----------------------------------------------------------
+
+
+def latency_phase(plan: Plan, cluster: LocalCluster, client) -> dict:
+    """Submit single tasks through the gateway, one at a time on the idle
+    cluster; each one's latency is ``finished_at - created_at`` from its own
+    status JSON, split at ``started_at`` (waiting, then running)."""
+    gateway = http.client.HTTPConnection(HOST, cluster.gateway_port, timeout=5)
+    try:
+        for _ in range(20):
+            one_task(gateway, client)
+        with Meter({"cluster": cluster.pids()}) as meter:
+            rows = [
+                one_task(gateway, client)
+                for _ in tqdm(range(plan.latency_samples), desc="latency", leave=False)
+            ]
+    finally:
+        gateway.close()
+    total = ceilings.Latencies(tuple((r["finished_at"] - r["created_at"]) * 1000 for r in rows))
+    queued = ceilings.Latencies(tuple((r["started_at"] - r["created_at"]) * 1000 for r in rows))
+    running = ceilings.Latencies(tuple((r["finished_at"] - r["started_at"]) * 1000 for r in rows))
+    return {
+        "samples": len(rows),
+        "p50_ms": total.percentile(50),
+        "p99_ms": total.percentile(99),
+        "created_to_started_p50_ms": queued.percentile(50),
+        "started_to_finished_p50_ms": running.percentile(50),
+        "other_processes_cores": meter.other_cores,
+    }
+
+
+def latency_floor(plan: Plan, cluster: LocalCluster) -> dict:
+    """The latency of the same trip by a bare producer and consumer (run
+    while the nodes are stopped, so nothing else takes the ids)."""
+    floor = ceilings.bare_latency(cluster.valkey_url, samples=plan.latency_samples)
+    return {"bare_p50_ms": floor.percentile(50), "bare_p99_ms": floor.percentile(99)}
+
+
+def one_task(gateway: http.client.HTTPConnection, client) -> dict:
+    """POST one task through the gateway, wait until it ends (looking at its
+    status in Valkey every ceilings.POLL_SECONDS, which leaves the cores to
+    the nodes), and return its status JSON read back through the gateway.
+
+    Raises:
+        RuntimeError: the task was not accepted or did not end within 5 s.
+    """
+    gateway.request("POST", "/task?a=1&b=2&operation=add")
+    answer = gateway.getresponse()
+    body = answer.read()
+    if answer.status != 202:
+        raise RuntimeError(f"POST /task answered {answer.status}: {body[:200]!r}")
+    task_id = json.loads(body)["task_id"]
+    deadline = time.monotonic() + 5.0
+    done = (queue.TaskStatus.COMPLETE.value, queue.TaskStatus.FAILED.value)
+    while client.hget(store.task_key(task_id), "status") not in done:
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"task {task_id} did not end within 5 s")
+        time.sleep(ceilings.POLL_SECONDS)
+    gateway.request("GET", f"/tasks/{task_id}/status")
+    answer = gateway.getresponse()
+    return json.loads(answer.read())
+
+
+# --- the table -----------------------------------------------------------
+
+
+def figures(http: dict, drain: dict, latency: dict) -> list[Figure]:
+    """The table's lines, with their targets."""
+    post, whoami = http["wizard POST /task"], http["wizard GET /whoami"]
+    hello_post, hello_get = http["hello POST"], http["hello GET"]
+    lines = [
+        _rate(
+            "POST /task via gateway, 3 producers", "req/s", post["rate"], hello_post["rate"], 0.55
+        ),
+        _rate("GET /whoami via gateway, 3 nodes", "req/s", whoami["rate"], hello_get["rate"], 0.85),
+    ]
+    for label, found in drain.items():
+        lines.append(
+            _rate(
+                f"drain by {label}, per worker",
+                "tasks/s",
+                found["rate_per_process"],
+                found["bare_rate_per_process"],
+                0.9,
+            )
+        )
+    p50, p99 = latency["p50_ms"], latency["p99_ms"]
+    lines.append(
+        Figure(
+            "submit-to-complete p50",
+            "ms",
+            p50,
+            latency["bare_p50_ms"],
+            latency["bare_p50_ms"] / p50,
+            "p50 <= 1 ms",
+            p50 <= 1.0,
+        )
+    )
+    lines.append(
+        Figure(
+            "submit-to-complete p99",
+            "ms",
+            p99,
+            latency["bare_p99_ms"],
+            latency["bare_p99_ms"] / p99,
+            "-",
+            None,
+        )
+    )
+    return lines
+
+
+def _rate(name: str, unit: str, value: float, ceiling: float, target: float) -> Figure:
+    ratio = value / ceiling
+    return Figure(name, unit, value, ceiling, ratio, f">= {target:.2f}", ratio >= target)
+
+
+HEADER = ["figure", "value", "ceiling", "ratio", "target", "result"]
+
+
+def table(lines: list[Figure]) -> str:
+    """The figures as an aligned text table."""
+    rows = [HEADER, *(line.row() for line in lines)]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(HEADER))]
+    text = []
+    for row in rows:
+        cells = (cell.ljust(width) for cell, width in zip(row, widths, strict=True))
+        text.append("  ".join(cells).rstrip())
+    text.insert(1, "  ".join("-" * width for width in widths))
+    return "\n".join(text)
+
+
+def cpu_table(http: dict) -> str:
+    """CPU time per HTTP request by role, microseconds: where the cores go.
+    On a CPU-bound machine the rate is about cores / total, so the ratio
+    of two totals predicts the ratio of two rates without background noise."""
+    roles = ["client", "nginx", "app", "api", "worker", "valkey", "other"]
+    rows = [["CPU us/request", *roles, "total", "other processes (cores)"]]
+    for label, found in http.items():
+        cpu = found["cpu_us_per_request"]
+        cells = [f"{cpu[role]:.0f}" if role in cpu else "" for role in roles]
+        other = f"{found['other_processes_cores']:.2f}"
+        rows.append([label, *cells, f"{sum(cpu.values()):.0f}", other])
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return "\n".join(
+        "  ".join(
+            cell.rjust(width) if i else cell.ljust(width)
+            for i, (cell, width) in enumerate(zip(row, widths, strict=True))
+        )
+        for row in rows
+    )
+
+
+def markdown(lines: list[Figure]) -> str:
+    """The figures as a Markdown table."""
+    rows = [HEADER, ["---"] * len(HEADER), *(line.row() for line in lines)]
+    return "\n".join("| " + " | ".join(row) + " |" for row in rows)
+
+
+# --- the machine and the record ------------------------------------------
+
+
+def machine() -> dict:
+    """Where the figures were measured: date, cores, CPU model, Python."""
+    date = subprocess.run(["date"], capture_output=True, text=True, check=False).stdout.strip()
+    model = ""
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            model = line.split(":", 1)[1].strip()
+            break
+    nproc = subprocess.run(["nproc"], capture_output=True, text=True, check=False).stdout.strip()
+    return {
+        "date": date,
+        "nproc": int(nproc or os.cpu_count() or 0),
+        "cpu": model,
+        "python": platform.python_version(),
+        "load_average_at_start": os.getloadavg(),
+    }
+
+
+def background(record: dict) -> str:
+    """One sentence: how many cores other processes on the machine used
+    while each part was measured (0 on a quiet machine)."""
+    http = [
+        s["other_processes_cores"] for found in record["http"].values() for s in found["slices"]
+    ]
+    drains = ", ".join(
+        f"drain by {label} {found['other_processes_cores']:.2f}"
+        for label, found in record["drain"].items()
+    )
+    return (
+        f"Other processes on the machine used, in cores: HTTP slices {min(http):.2f}"
+        f" to {max(http):.2f}; {drains}; latency {record['latency']['other_processes_cores']:.2f}."
+    )
+
+
+def write_readme(record: dict, lines: list[Figure]) -> None:
+    """Replace the text between the results markers of README.md."""
+    start, end = "<!-- results:start -->", "<!-- results:end -->"
+    host, latency = record["machine"], record["latency"]
+    section = "\n".join(
+        [
+            start,
+            f"Measured {host['date']} on {host['nproc']} cores ({host['cpu']}), "
+            f"Python {host['python']}; load average at start "
+            f"{', '.join(f'{x:.2f}' for x in host['load_average_at_start'])}; "
+            f"run took {record['run_seconds']:.0f} s.",
+            "",
+            markdown(lines),
+            "",
+            background(record),
+            "",
+            f"Latency split (p50): created to started {latency['created_to_started_p50_ms']:.3f}"
+            f" ms, started to finished {latency['started_to_finished_p50_ms']:.3f} ms.",
+            "",
+            "```",
+            cpu_table(record["http"]),
+            "```",
+            end,
+        ]
+    )
+    text = README.read_text() if README.exists() else f"{start}\n{end}\n"
+    pattern = re.compile(re.escape(start) + ".*?" + re.escape(end), re.DOTALL)
+    README.write_text(pattern.sub(lambda _: section, text))
+
+
+# --- the run ---------------------------------------------------------------
+
+
+def _exit_on_sigterm(signum, frame) -> None:
+    # Unwind through the finally blocks, which stop everything by PID.
+    raise SystemExit(143)
+
+
+def leftovers(pids: set[int]) -> list[int]:
+    """Those of ``pids`` still running (not merely zombies)."""
+    alive = []
+    for pid in sorted(pids):
+        try:
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except (FileNotFoundError, ProcessLookupError):
+            # Gone: good.
+            continue
+        if state != "Z":
+            alive.append(pid)
+    return alive
+
+
+def run(plan: Plan) -> dict:
+    """Start, measure, stop; returns the record written to results.json."""
+    began = time.perf_counter()
+    host = machine()
+    seen: set[int] = set()
+    with tempfile.TemporaryDirectory(prefix="wizard-bench-") as tmp:
+        hello = HelloGateway(Path(tmp) / "hello")
+        cluster = LocalCluster(
+            gateway_port=free_port(HOST),
+            nodes=NODES,
+            workers=0,  # producers only for the HTTP phase; workers join after
+            var_dir=Path(tmp) / "cluster",
+            node_env=NODE_ENV,
+        )
+        try:
+            print(f"starting 3 hello worlds + nginx, and Valkey + {NODES} nodes + nginx ...")
+            hello.start()
+            cluster.start()
+            seen.update(cluster.pids(), (p.pid for p in hello.parts()))
+            client = store.connect(Settings(valkey_url=cluster.valkey_url))
+            http = http_phase(plan, hello, cluster, client)
+            hello.stop()
+            stop_nodes(cluster, list(cluster.nodes))
+            cluster.workers = 1
+            start_nodes(cluster, list(cluster.nodes))
+            latency = latency_phase(plan, cluster, client)
+            stop_nodes(cluster, list(cluster.nodes))
+            latency.update(latency_floor(plan, cluster))
+            drain = drain_phase(plan, cluster, client)
+            seen.update(cluster.pids())
+            client.close()
+        finally:
+            seen.update(cluster.pids())
+            stop_nodes(cluster, [n for n in cluster.nodes])
+            cluster.stop()
+            hello.stop()
+    lines = figures(http, drain, latency)
+    record = {
+        "machine": {**host, "load_average_at_end": os.getloadavg()},
+        "plan": plan.__dict__,
+        "settings": {
+            "node_env": NODE_ENV,
+            "nodes": NODES,
+            "workers_per_node": 1,
+            "threads": Settings().threads,
+            "connections": CONNECTIONS,
+        },
+        "figures": [line.__dict__ for line in lines],
+        "http": http,
+        "drain": drain,
+        "latency": latency,
+        "run_seconds": time.perf_counter() - began,
+        "left_running": leftovers(seen),
+    }
+    print()
+    print(table(lines))
+    print()
+    print(cpu_table(http))
+    print()
+    print(background(record))
+    return record
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="a shorter run; writes nothing")
+    args = parser.parse_args(argv)
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    plan = QUICK if args.quick else Plan()
+    record = run(plan)
+    print(
+        f"\nrun took {record['run_seconds']:.0f} s; "
+        f"load average {record['machine']['load_average_at_end'][0]:.2f}"
+    )
+    if record["left_running"]:
+        print(f"still running after the stop: {record['left_running']}", file=sys.stderr)
+        return 1
+    if not args.quick:
+        RESULTS_JSON.write_text(json.dumps(record, indent=2, default=str) + "\n")
+        write_readme(record, [Figure(**f) for f in record["figures"]])
+        print(f"wrote {RESULTS_JSON.name} and {README.name} in {HERE}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
