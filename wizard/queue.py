@@ -30,6 +30,7 @@ scripts, so nodes with skewed clocks still agree on who holds a lease.
 from __future__ import annotations
 
 import hashlib
+import dataclasses
 import json
 import random
 import time
@@ -333,7 +334,12 @@ return 1
 #       ttl seconds, task id, histogram bucket ("le" bound), duration ms.
 _FINISH = """
 redis.call('LREM', KEYS[2], 1, ARGV[8])
-local f = redis.call('HMGET', KEYS[1], 'status', 'lease_owner', 'attempts', 'operation')
+local f = redis.call('HMGET', KEYS[1], 'status', 'lease_owner', 'attempts', 'operation',
+  'handled_by')
+if f[1] == ARGV[3] and f[5] == ARGV[1] and f[3] == ARGV[2] then
+  -- Our own write, repeated because its reply was lost: already done.
+  return 1
+end
 if f[1] ~= 'running' or f[2] ~= ARGV[1] or f[3] ~= ARGV[2] then
   redis.call('HINCRBY', KEYS[3], 'fenced_writes', 1)
   return 0
@@ -402,6 +408,7 @@ class Scripts:
         self.promote = Script(client, _PROMOTE)
         self.redrive = Script(client, _REDRIVE)
         self.discard = Script(client, _DISCARD)
+        self.unclaim = Script(client, _UNCLAIM)
 
 
 class Script:
@@ -514,6 +521,7 @@ def finish(
 
     Returns False if the write was refused because the worker no longer
     holds the lease (the refusal is counted in ``stats`` as fenced_writes).
+    Idempotent: repeating a write whose reply was lost returns True again.
 
     Raises:
         valkey.ConnectionError, valkey.TimeoutError: Valkey is unreachable;
@@ -617,6 +625,7 @@ class Lost:
     owner: str
     attempt: int
     status: TaskStatus
+    worker_alive: bool = False
 
 
 def find_lost(client: valkey.Valkey, worker_id: str) -> list[Lost]:
@@ -624,8 +633,11 @@ def find_lost(client: valkey.Valkey, worker_id: str) -> list[Lost]:
 
     A task is lost when its worker's heartbeat has expired (the worker is
     dead, or frozen), or when its lease expired by Valkey's clock. A task
-    still ``pending`` in the list of a live worker is skipped: the worker has
-    just moved it and is about to claim it. Reads only.
+    still ``pending`` in the list of a live worker is reported too, with
+    ``worker_alive`` set: usually the worker is claiming it this very moment,
+    but if the reply to its BLMOVE was lost (Valkey crashed or stalled), the
+    id stays there unclaimed, and only the caller, seeing it again a lease
+    later, can tell. Reads only.
     """
     processing = store.processing_key(worker_id)
     with client.pipeline(transaction=False) as pipe:
@@ -647,21 +659,40 @@ def find_lost(client: valkey.Valkey, worker_id: str) -> list[Lost]:
             lost.append(Lost(task_id, worker_id, "", 0, TaskStatus.FAILED))
             continue
         expired = expires is not None and int(expires) < now_ms
-        if alive and not expired:
+        unclaimed = alive and state == TaskStatus.PENDING.value
+        if alive and not expired and not unclaimed:
             continue
-        lost.append(Lost(task_id, worker_id, owner or "", int(attempts or 0), TaskStatus(state)))
+        record = Lost(task_id, worker_id, owner or "", int(attempts or 0), TaskStatus(state))
+        lost.append(dataclasses.replace(record, worker_alive=bool(alive)))
     return lost
 
 
-def requeue_unclaimed(client: valkey.Valkey, task_id: str, worker_id: str) -> None:
-    """Move a never-claimed (or vanished) id out of a dead worker's
-    processing list; a pending task goes back to the front of the queue."""
-    with client.pipeline(transaction=True) as tx:
-        tx.lrem(store.processing_key(worker_id), 1, task_id)
-        tx.exists(store.task_key(task_id))
-        removed, exists = tx.execute()
-    if removed and exists:
-        client.rpush(store.TASK_QUEUE, task_id)
+# Move an id that was never claimed out of a processing list, atomically:
+# a pending task goes back to the front of the queue, a vanished or ended one
+# is only dropped, and one claimed meanwhile (running) is left where it is.
+# KEYS: processing list, task hash, queue. ARGV: task id. Returns 1 if requeued.
+_UNCLAIM = """
+local status = redis.call('HGET', KEYS[2], 'status')
+if status == 'running' then
+  return 0
+end
+if redis.call('LREM', KEYS[1], 1, ARGV[1]) == 0 then
+  return 0
+end
+if status == 'pending' then
+  redis.call('RPUSH', KEYS[3], ARGV[1])
+  return 1
+end
+return 0
+"""
+
+
+def requeue_unclaimed(scripts: Scripts, task_id: str, worker_id: str) -> bool:
+    """Move a never-claimed (or vanished) id out of ``worker_id``'s
+    processing list; a pending task goes back to the front of the queue.
+    Returns True if it was requeued."""
+    keys = [store.processing_key(worker_id), store.task_key(task_id), store.TASK_QUEUE]
+    return scripts.unclaim(keys=keys, args=[task_id]) == 1
 
 
 def processing_workers(client: valkey.Valkey) -> list[str]:

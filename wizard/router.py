@@ -224,6 +224,9 @@ def _json_object(body: bytes) -> dict:
         value = json.loads(body, parse_constant=_reject_constant)
     except (UnicodeDecodeError, ValueError) as error:
         raise BadRequest(f"the body is not valid JSON ({error})") from None
+    except RecursionError:
+        # Thousands of nested brackets: valid JSON, but no task looks like it.
+        raise BadRequest("the JSON body is nested too deeply; send a flat object") from None
     if not isinstance(value, dict):
         raise BadRequest('the JSON body must be an object, like {"a": 1, "b": 2}')
     return value

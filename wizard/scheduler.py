@@ -62,6 +62,9 @@ class Scheduler:
         self.lock_ms = int(settings.lease_seconds * 1000)
         self.stop_reason: str | None = None
         self._stopping = threading.Event()
+        #: (worker id, task id) -> when it was first seen pending in a live
+        #: worker's processing list (monotonic seconds).
+        self._unclaimed_since: dict[tuple[str, str], float] = {}
 
     def is_leader(self) -> bool:
         """Take or keep the scheduler lock for one lease. True if we hold it."""
@@ -73,17 +76,31 @@ class Scheduler:
     def reap(self) -> tuple[int, int]:
         """Hand back the tasks of lost workers. Returns (retried, dead-lettered)."""
         retried = dead = 0
+        seen_unclaimed = set()
         for worker_id in queue.processing_workers(self.client):
             for lost in queue.find_lost(self.client, worker_id):
+                if lost.worker_alive and lost.status is queue.TaskStatus.PENDING:
+                    seen_unclaimed.add((lost.worker_id, lost.task_id))
                 outcome = self._reap_one(lost)
                 retried += outcome == "retry"
                 dead += outcome == "dead"
+        self._unclaimed_since = {
+            key: since for key, since in self._unclaimed_since.items() if key in seen_unclaimed
+        }
         return retried, dead
 
     def _reap_one(self, lost: queue.Lost) -> str:
+        if lost.worker_alive and lost.status is queue.TaskStatus.PENDING:
+            # Moved into a live worker's list but not claimed. Normally the
+            # claim follows at once; an id still unclaimed a lease later lost
+            # its BLMOVE reply (Valkey crashed or stalled) and must go back.
+            key = (lost.worker_id, lost.task_id)
+            since = self._unclaimed_since.setdefault(key, time.monotonic())
+            if time.monotonic() - since < self.settings.lease_seconds:
+                return "waiting"
         if lost.status is not queue.TaskStatus.RUNNING:
-            # Moved but never claimed (the worker died in between), or gone.
-            queue.requeue_unclaimed(self.client, lost.task_id, lost.worker_id)
+            # Moved but never claimed (the worker died, or lost the reply), or gone.
+            queue.requeue_unclaimed(self.scripts, lost.task_id, lost.worker_id)
             return "requeued"
         outcome = queue.retry(
             self.client,

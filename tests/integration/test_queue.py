@@ -292,3 +292,15 @@ def test_an_idle_take_leaves_a_running_task_in_its_list_for_the_reaper(client, s
 
     assert take(client, scripts) is None
     assert client.lrange(store.processing_key("node-1/w1"), 0, -1) == [task_id]
+
+
+def test_repeating_a_finish_whose_reply_was_lost_is_not_a_fenced_write(client, scripts):
+    task_id = queue.submit(client, "add", 1, 2, accepted_by="node-1")
+    claim = take(client, scripts)
+    assert finish(client, scripts, claim, result=3) is True
+
+    assert finish(client, scripts, claim, result=3) is True
+
+    assert client.hget(store.stats_key("node-1"), "fenced_writes") is None
+    assert client.hget(store.stats_key("node-1"), "complete:add") == "1"
+    assert queue.status(client, task_id).result == 3

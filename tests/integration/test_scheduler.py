@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 
+from tests.support import wait_for
 from wizard import queue, store
 from wizard.scheduler import Scheduler
 from wizard.worker import Worker
@@ -113,3 +114,35 @@ def test_the_scheduler_keeps_the_recent_tasks_list_bounded(settings, client):
     Scheduler(settings).tick()
 
     assert client.llen(store.RECENT_TASKS) == store.RECENT_LIMIT
+
+
+def test_an_id_left_unclaimed_in_a_live_workers_list_goes_back_after_a_lease(settings, client):
+    # The worker's BLMOVE moved the id, but the reply never reached it
+    # (Valkey crashed or stalled): the worker is alive and will not claim it.
+    quick = dataclasses.replace(settings, lease_seconds=0.5)
+    Worker(quick, "node-1/w1", client).beat()
+    task_id = submit(client)
+    client.lmove(store.TASK_QUEUE, store.processing_key("node-1/w1"), "RIGHT", "LEFT")
+    scheduler = Scheduler(quick)
+
+    scheduler.reap()
+    assert client.llen(store.TASK_QUEUE) == 0, "a fresh move may be claimed any moment"
+
+    def requeued():
+        Worker(quick, "node-1/w1", client).beat()  # the worker stays alive
+        scheduler.reap()
+        return client.lrange(store.TASK_QUEUE, 0, -1) == [task_id]
+
+    wait_for(requeued, timeout=5, what="the unclaimed id back in the queue")
+    assert client.llen(store.processing_key("node-1/w1")) == 0
+    assert queue.status(client, task_id).attempts == 0
+
+
+def test_requeueing_never_takes_a_task_a_worker_claimed_meanwhile(settings, client):
+    task_id = submit(client)
+    take_as(settings, client, "node-1/w1")  # claimed: running
+
+    assert queue.requeue_unclaimed(queue.Scripts(client), task_id, "node-1/w1") is False
+
+    assert client.lrange(store.processing_key("node-1/w1"), 0, -1) == [task_id]
+    assert client.llen(store.TASK_QUEUE) == 0

@@ -17,6 +17,7 @@ from tests.support import call
 from wizard.router import (
     MAX_BODY_BYTES,
     PROBLEM_BASE,
+    BadRequest,
     MethodNotAllowed,
     NotFound,
     Request,
@@ -366,3 +367,19 @@ def test_a_content_length_that_is_not_a_number_is_a_400_problem():
     _, response = ROUTER.dispatch(request)
     assert response.status == 400
     assert "Content-Length" in strict_json(response.body)["detail"]
+
+
+def test_a_deeply_nested_json_body_is_a_400_not_a_crash():
+    body = ("[" * 5000 + "]" * 5000).encode()
+    request = Request(
+        {
+            "REQUEST_METHOD": "POST",
+            "PATH_INFO": "/task",
+            "CONTENT_TYPE": "application/json",
+            "CONTENT_LENGTH": str(len(body)),
+            "wsgi.input": io.BytesIO(body),
+        }
+    )
+
+    with pytest.raises(BadRequest, match="nested too deeply"):
+        request.fields()
