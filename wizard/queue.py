@@ -29,8 +29,8 @@ scripts, so nodes with skewed clocks still agree on who holds a lease.
 
 from __future__ import annotations
 
-import hashlib
 import dataclasses
+import hashlib
 import json
 import random
 import time
