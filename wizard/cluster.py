@@ -22,6 +22,7 @@ Tests use :class:`LocalCluster` directly, to stop or kill single parts::
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import logging
 import os
 import signal
@@ -161,7 +162,16 @@ class Part:
                 log.warning(f"{self.name} did not stop in {timeout:g} s; killing it")
                 self.process.kill()
                 self.process.wait()
+        self.kill_leftovers()
         return self.process.returncode
+
+    def kill_leftovers(self) -> None:
+        """SIGKILL whatever still runs in this part's process group (its own
+        session): the children a killed parent left behind, such as the
+        workers of an nginx master that got kill -9, still holding its port."""
+        with contextlib.suppress(ProcessLookupError):
+            # No process left in the group: nothing to clean.
+            os.killpg(self.process.pid, signal.SIGKILL)
 
 
 class EmbeddedValkey(Part):
@@ -428,22 +438,28 @@ def run_up(
     *, port: int, nodes: int, workers: int, valkey_url: str | None, var_dir: Path | None = None
 ) -> int:
     """``python -m wizard up``: start the cluster, print the URLs, and stop it
-    all on Ctrl+C or SIGTERM. Its files go under ``var_dir`` (default
-    ``var/`` in the checkout). Returns the exit code (1 if it cannot start)."""
+    all on Ctrl+C, SIGTERM or SIGHUP (the terminal closing). Its files go
+    under ``var_dir`` (default ``var/`` in the checkout), which one launcher
+    at a time may use. Returns the exit code (1 if it cannot start)."""
+    var_dir = Path(var_dir or ROOT / "var")
+    lock = _lock_var_dir(var_dir)
+    if lock is None:
+        print(
+            f"wizard up: another `python -m wizard up` is using {var_dir}; stop it, "
+            "or give this one its own folder with --var-dir",
+            file=sys.stderr,
+        )
+        return 1
     cluster = LocalCluster(
-        gateway_port=port,
-        nodes=nodes,
-        workers=workers,
-        var_dir=var_dir or ROOT / "var",
-        valkey_url=valkey_url,
+        gateway_port=port, nodes=nodes, workers=workers, var_dir=var_dir, valkey_url=valkey_url
     )
     stop = {"reason": None}
 
     def request_stop(signum, frame) -> None:
         stop["reason"] = signal.Signals(signum).name
 
-    signal.signal(signal.SIGTERM, request_stop)
-    signal.signal(signal.SIGINT, request_stop)
+    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(signum, request_stop)
     print(f"starting Valkey, {nodes} nodes x {workers} workers and nginx ...", flush=True)
     try:
         cluster.start()
@@ -456,8 +472,26 @@ def run_up(
         time.sleep(0.5)
     print(f"\n{stop['reason']}: stopping nginx, the nodes (finishing their tasks) and Valkey ...")
     cluster.stop()
+    lock.close()
     print("stopped; nothing left running.")
     return 0
+
+
+def _lock_var_dir(var_dir: Path):
+    """Hold an exclusive lock on ``var_dir/wizard-up.lock`` for as long as
+    the returned file stays open (flock: released by the kernel even if the
+    launcher is killed). None if another launcher holds it."""
+    var_dir.mkdir(parents=True, exist_ok=True)
+    lock = open(var_dir / "wizard-up.lock", "w")
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        # Held by another live launcher.
+        lock.close()
+        return None
+    lock.write(f"{os.getpid()}\n")
+    lock.flush()
+    return lock
 
 
 def _watch(cluster: LocalCluster) -> None:
@@ -467,12 +501,17 @@ def _watch(cluster: LocalCluster) -> None:
         if part.process.poll() is None:
             continue
         print(f"{part.name} exited with code {part.process.returncode}; restarting it", flush=True)
-        if part is cluster.valkey:
-            cluster.start_valkey()
-        elif part is cluster.gateway:
-            cluster.start_gateway()
-        else:
-            cluster.start_node(part.name)
+        part.kill_leftovers()
+        try:
+            if part is cluster.valkey:
+                cluster.start_valkey()
+            elif part is cluster.gateway:
+                cluster.start_gateway()
+            else:
+                cluster.start_node(part.name)
+        except ClusterError as error:
+            # Not this time (its port still closing?): the next round retries.
+            print(f"could not restart {part.name}: {error}", flush=True)
 
 
 def _banner(cluster: LocalCluster) -> str:

@@ -21,7 +21,7 @@ import pytest
 import requests
 
 from tests.support import wait_for
-from wizard.cluster import ROOT, LocalCluster, children_of, free_port
+from wizard.cluster import ROOT, LocalCluster, children_of, free_port, port_is_free
 
 NODES = {"node-1", "node-2", "node-3"}
 
@@ -220,3 +220,73 @@ def test_wizard_up_on_a_taken_port_says_so_in_one_line_and_exits_non_zero(tmp_pa
     assert len(lines) == 1, finished.stderr
     assert f"port {port}" in lines[0] and "already in use" in lines[0]
     assert not (tmp_path / "valkey").exists(), "nothing should have started"
+
+
+def test_wizard_up_recovers_a_gateway_killed_with_sigkill_and_guards_its_folder(tmp_path):
+    port = free_port()
+    output = tmp_path / "up.out"
+    launcher = wizard_up(port, tmp_path / "var", output)
+    started: dict[int, str] = {}
+    try:
+        wait_for(lambda: "stop: Ctrl+C" in output.read_text(), timeout=60, interval=0.1)
+        second = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "wizard",
+                "up",
+                "--port",
+                str(free_port()),
+                "--var-dir",
+                str(tmp_path / "var"),
+            ],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert second.returncode == 1
+        assert "another `python -m wizard up` is using" in second.stderr
+        nginx = int((tmp_path / "var" / "nginx" / "nginx.pid").read_text())
+
+        os.kill(nginx, signal.SIGKILL)  # its worker is orphaned, still on the port
+
+        def gateway_back():
+            try:
+                return requests.get(f"http://127.0.0.1:{port}/whoami", timeout=2).ok
+            except requests.ConnectionError:
+                # Between the old nginx and the new one.
+                return False
+
+        wait_for(lambda: "nginx exited" in output.read_text(), timeout=10, what="the restart")
+        wait_for(gateway_back, timeout=20, what="the gateway answering again")
+        for pid in descendants(launcher.pid):
+            started[pid] = process_start(pid)
+        launcher.send_signal(signal.SIGTERM)
+        assert launcher.wait(60) == 0
+        wait_for(lambda: not still_running(started), timeout=10, what="every process gone")
+        assert port_is_free("127.0.0.1", port), "an orphaned nginx still holds the port"
+    finally:
+        stop_for_good(launcher, started)
+
+
+@pytest.mark.parametrize(
+    "method, path, body, status",
+    [
+        ("TRACE", "/", b"", 405),
+        ("GET", "/add?a=" + "1" * 20000, b"", 414),
+        ("POST", "/task", b"a=1&b=" + b"2" * 100_000, 413),
+        ("GET", "/%00", b"", 400),
+    ],
+    ids=["trace", "uri-too-long", "body-too-large", "nul-in-path"],
+)
+def test_requests_the_gateway_refuses_get_problem_documents_too(
+    cluster, method, path, body, status
+):
+    response = requests.request(method, cluster.url + path, data=body, timeout=10)
+
+    assert response.status_code == status
+    assert response.headers["Content-Type"] == "application/problem+json"
+    assert response.json()["status"] == status and response.json()["handled_by"] == "gateway"
+    assert response.headers["X-Request-ID"]
