@@ -47,6 +47,8 @@ from .router import (
     Router,
     ServiceUnavailable,
     TooManyRequests,
+    UnprocessableContent,
+    is_token,
     start_response_for,
 )
 
@@ -112,7 +114,13 @@ class Api:
         """
         try:
             yield self.client
-        except (valkey.ConnectionError, valkey.TimeoutError) as error:
+        except valkey.TimeoutError as error:
+            # Sent, but no answer in time: the write may still happen.
+            raise ServiceUnavailable(
+                f"Valkey did not answer in time ({error}); a task may still have been "
+                "stored: retry with the same Idempotency-Key header to be safe"
+            ) from None
+        except valkey.ConnectionError as error:
             # Down or restarting: the client may retry after a second.
             detail = f"Valkey is unreachable ({error}); try again shortly"
             raise ServiceUnavailable(detail) from None
@@ -237,6 +245,11 @@ class Api:
             raise BadRequest(str(error)) from None
         a = _operand(fields, "a")
         b = _operand(fields, "b")
+        key = request.header("Idempotency-Key")
+        if key and not is_token(key):
+            raise BadRequest("Idempotency-Key must be 1-64 letters, digits, '-', '_' or '.'")
+        if key:
+            return self._submit_once(request, key, operation, a, b)
         with self.valkey() as client:
             task_id = queue.submit(
                 client,
@@ -247,13 +260,43 @@ class Api:
                 durable=self.settings.durable_ack,
             )
         self.http_metrics.task_submitted(operation)
+        return self._accepted(request, task_id, operation, self.settings.node_id, "pending")
+
+    def _submit_once(self, request: Request, key: str, operation: str, a, b) -> Response:
+        """POST /task with an Idempotency-Key: a repeat answers with the task
+        the key created first, in its current state, instead of a new one."""
+        with self.valkey() as client:
+            try:
+                task_id, created = queue.submit_once(
+                    client,
+                    key,
+                    operation,
+                    a,
+                    b,
+                    accepted_by=self.settings.node_id,
+                    durable=self.settings.durable_ack,
+                )
+            except queue.KeyReused as error:
+                raise UnprocessableContent(str(error)) from None
+            if created:
+                self.http_metrics.task_submitted(operation)
+                return self._accepted(request, task_id, operation, self.settings.node_id, "pending")
+            task = queue.status(client, task_id)
+        if task is None:
+            raise NotFound(f"task {task_id}, created with this Idempotency-Key, has expired")
+        return self._accepted(request, task_id, operation, task.accepted_by, task.status.value)
+
+    def _accepted(
+        self, request: Request, task_id: str, operation: str, accepted_by: str, status: str
+    ) -> Response:
+        """The 202 of POST /task, with the status URL in ``Location``."""
         log.info("task accepted", extra={"task_id": task_id, "request_id": request.request_id})
         status_url = f"/tasks/{task_id}/status"
         body = {
             "task_id": task_id,
-            "status": queue.TaskStatus.PENDING.value,
+            "status": status,
             "operation": operation,
-            "accepted_by": self.settings.node_id,
+            "accepted_by": accepted_by,
             "status_url": status_url,
         }
         return self.json(body, 202, Location=status_url)

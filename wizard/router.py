@@ -114,6 +114,15 @@ class UnsupportedMediaType(HTTPError):
     status, slug = 415, "unsupported-media-type"
 
 
+class UnprocessableContent(HTTPError):
+    """Raised when a well-formed request contradicts an earlier one, such as
+    an Idempotency-Key reused with other input (422)."""
+
+    status, slug = 422, "unprocessable-content"
+    # RFC 9110 §15.5.21 renamed "Unprocessable Entity" (Python's phrase).
+    title = "Unprocessable Content"
+
+
 class TooManyRequests(HTTPError):
     """Raised when a client exceeds its rate limit (429, with Retry-After)."""
 
@@ -213,6 +222,12 @@ class Request:
                 "send the body as application/json or application/x-www-form-urlencoded"
             )
         return values
+
+
+def is_token(text: str) -> bool:
+    """True for 1-64 characters of letters, digits, '-', '_' or '.': the
+    shape accepted for request ids and idempotency keys."""
+    return _is_token(text)
 
 
 def _is_token(text: str) -> bool:

@@ -53,6 +53,10 @@ STATS_PREFIX = "stats:node:"
 #: "<op>|sum" -> total milliseconds. Written by that node's workers.
 DURATION_PREFIX = "stats:duration:"
 
+#: string per Idempotency-Key header value: the id of the task it created,
+#: so a retried POST /task returns that task instead of making another.
+IDEMPOTENCY_PREFIX = "idempotency:"
+
 #: string per client holding its GCRA "theoretical arrival time" (Unix
 #: milliseconds, Valkey's clock); expires once that time has passed.
 RATE_LIMIT_PREFIX = "ratelimit:"
@@ -88,6 +92,12 @@ def stats_key(node_id: str) -> str:
 def duration_key(node_id: str) -> str:
     """Hash holding one node's task-duration histogram (see DURATION_PREFIX)."""
     return DURATION_PREFIX + node_id
+
+
+def idempotency_key(key: str) -> str:
+    """String naming the task created by a client's Idempotency-Key;
+    expires after a day (see IDEMPOTENCY_PREFIX)."""
+    return IDEMPOTENCY_PREFIX + key
 
 
 def rate_limit_key(client_id: str) -> str:

@@ -278,6 +278,30 @@ def _submit_too_often(lab):
     return response
 
 
+@case("POST", "/task", 202, "a repeat with the same Idempotency-Key")
+def _submit_repeated(lab):
+    key = {"Idempotency-Key": "contract-1"}
+    first = lab.call("POST", "/task", query={"a": 1, "b": 2}, headers=key)
+    again = lab.call("POST", "/task", query={"a": 1, "b": 2}, headers=key)
+    assert again.json()["task_id"] == first.json()["task_id"]
+    return again
+
+
+@case("POST", "/task", 422, "an Idempotency-Key reused with other operands")
+def _submit_key_reused(lab):
+    key = {"Idempotency-Key": "contract-2"}
+    lab.call("POST", "/task", query={"a": 1, "b": 2}, headers=key)
+    return lab.call("POST", "/task", query={"a": 9, "b": 2}, headers=key)
+
+
+@case("POST", "/task", 404, "a repeat after the task of its Idempotency-Key expired")
+def _submit_key_expired(lab):
+    key = {"Idempotency-Key": "contract-3"}
+    first = lab.call("POST", "/task", query={"a": 1, "b": 2}, headers=key)
+    lab.client.delete(store.task_key(first.json()["task_id"]))
+    return lab.call("POST", "/task", query={"a": 1, "b": 2}, headers=key)
+
+
 @case("GET", "/tasks", 200, "pending, complete and failed tasks")
 def _recent_tasks(lab):
     lab.submit(1, 2)
