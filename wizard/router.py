@@ -157,7 +157,7 @@ class Request:
             k: v[0] for k, v in parse_qs(raw_query, keep_blank_values=True).items()
         }
         incoming = environ.get("HTTP_X_REQUEST_ID", "")
-        self.request_id: str = incoming if _is_token(incoming) else uuid.uuid4().hex
+        self.request_id: str = incoming if is_token(incoming) else uuid.uuid4().hex
         self._body: bytes | None = None
 
     def header(self, name: str, default: str = "") -> str:
@@ -224,14 +224,14 @@ class Request:
         return values
 
 
+#: A request id or idempotency key: 1-64 ASCII letters, digits, '-', '_', '.'.
+TOKEN = re.compile(r"[A-Za-z0-9._-]{1,64}")
+
+
 def is_token(text: str) -> bool:
-    """True for 1-64 characters of letters, digits, '-', '_' or '.': the
-    shape accepted for request ids and idempotency keys."""
-    return _is_token(text)
-
-
-def _is_token(text: str) -> bool:
-    return 0 < len(text) <= 64 and all(c.isalnum() or c in "-_." for c in text)
+    """True if ``text`` has the shape of a request id or idempotency key
+    (:data:`TOKEN`)."""
+    return TOKEN.fullmatch(text) is not None
 
 
 def _json_object(body: bytes) -> dict:
