@@ -33,7 +33,7 @@ import valkey
 
 from . import queue, store
 from .config import Settings
-from .worker import VALKEY_DOWN, reconnect_delay
+from .worker import run_steps
 
 log = logging.getLogger(__name__)
 
@@ -150,29 +150,20 @@ class Scheduler:
         """Tick every quarter lease (at most every 0.5 s) until SIGTERM."""
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         signal.signal(signal.SIGTERM, lambda *_: self._stop("SIGTERM"))
-        parent = os.getppid()
         interval = min(0.5, self.settings.lease_seconds / 4)
-        failures = 0
         log.info("scheduler started", extra={"pid": os.getpid()})
-        while self.stop_reason is None:
-            try:
-                self.tick()
-                failures = 0
-                self._stopping.wait(interval)
-            except VALKEY_DOWN as error:
-                failures += 1
-                delay = reconnect_delay(failures)
-                log.warning(
-                    "Valkey unreachable; backing off",
-                    extra={"error": str(error), "delay_seconds": round(delay, 3)},
-                )
-                self._stopping.wait(delay)
-            except Exception:
-                # Boundary of one scheduler round: log it and go on.
-                log.exception("unexpected error in a scheduler round")
-                self._stopping.wait(1.0)
-            if os.getppid() != parent:
-                self._stop("the supervisor is gone")
+
+        def round_then_rest() -> None:
+            self.tick()
+            self._stopping.wait(interval)
+
+        run_steps(
+            round_then_rest,
+            stopped=lambda: self.stop_reason is not None,
+            stop=self._stop,
+            pause=self._stopping.wait,
+            what="scheduler round",
+        )
         log.info(f"scheduler stopping: {self.stop_reason}")
 
     def _stop(self, reason: str) -> None:

@@ -28,6 +28,7 @@ import random
 import signal
 import threading
 import time
+from collections.abc import Callable
 
 import valkey
 
@@ -290,29 +291,16 @@ class Worker:
         resumes by itself when it is back. Logs why it stops.
         """
         self._install_signal_handlers()
-        parent = os.getppid()
         heartbeat = threading.Thread(target=self._heartbeat_loop, name="heartbeat", daemon=True)
         heartbeat.start()
         log.info("worker started", extra={"pid": os.getpid()})
-        failures = 0
-        while self.stop_reason is None:
-            try:
-                self.work_once()
-                failures = 0
-            except VALKEY_DOWN as error:
-                failures += 1
-                delay = reconnect_delay(failures)
-                log.warning(
-                    "Valkey unreachable; backing off",
-                    extra={"error": str(error), "delay_seconds": round(delay, 3)},
-                )
-                self._wake.wait(delay)
-            except Exception:
-                # Boundary of one worker step: log the traceback, keep serving.
-                log.exception("unexpected error in a worker step")
-                self._wake.wait(1.0)
-            if os.getppid() != parent:
-                self.stop("the supervisor is gone")
+        run_steps(
+            self.work_once,
+            stopped=lambda: self.stop_reason is not None,
+            stop=self.stop,
+            pause=self._wake.wait,
+            what="worker step",
+        )
         self._stopping.set()
         heartbeat.join(timeout=2)
         self._sign_off()
@@ -345,6 +333,43 @@ class Worker:
         if self._grace_deadline is not None and time.monotonic() >= self._grace_deadline - 0.005:
             raise GraceOver()
         raise TaskTimeout()
+
+
+def run_steps(
+    step: Callable[[], object],
+    *,
+    stopped: Callable[[], bool],
+    stop: Callable[[str], None],
+    pause: Callable[[float], object],
+    what: str,
+) -> None:
+    """Call ``step`` until ``stopped()``: the loop of the worker and of the
+    scheduler. While Valkey is unreachable it backs off (growing, capped,
+    jittered: :func:`reconnect_delay`) and resumes by itself when Valkey is
+    back; ``pause(seconds)`` waits, and returns early when a stop is asked.
+    Any other error is logged with its traceback (the one broad ``except`` of
+    a consumer) and the loop goes on after a second. If the parent process
+    (the supervisor) disappears, ``stop`` is called with that reason."""
+    parent = os.getppid()
+    failures = 0
+    while not stopped():
+        try:
+            step()
+            failures = 0
+        except VALKEY_DOWN as error:
+            failures += 1
+            delay = reconnect_delay(failures)
+            log.warning(
+                "Valkey unreachable; backing off",
+                extra={"error": str(error), "delay_seconds": round(delay, 3)},
+            )
+            pause(delay)
+        except Exception:
+            # Boundary of one step: log the traceback, keep serving.
+            log.exception(f"unexpected error in a {what}")
+            pause(1.0)
+        if os.getppid() != parent:
+            stop("the supervisor is gone")
 
 
 def run_worker(settings: Settings, worker_id: str) -> None:
