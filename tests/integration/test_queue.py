@@ -18,6 +18,23 @@ def take(client, scripts, worker_id="node-1/w1", fetch="blmove"):
     return queue.take(client, scripts, worker_id, lease_ms=2000, block_seconds=0.1, fetch=fetch)
 
 
+def hand_back(client, scripts, claim, *, reason, max_attempts=3, delay_seconds=0):
+    """Give ``claim``'s task back, as its worker (or the reaper) would."""
+    return queue.retry(
+        client,
+        scripts,
+        claim.task_id,
+        node_id="node-1",
+        worker_id=claim.worker_id,
+        attempt=claim.attempt,
+        reason=reason,
+        error=f"{reason} (test)",
+        max_attempts=max_attempts,
+        delay_seconds=delay_seconds,
+        result_ttl=60,
+    )
+
+
 def finish(client, scripts, claim, **outcome):
     return queue.finish(
         client, scripts, claim, node_id="node-1", result_ttl=60, duration_ms=1.0, **outcome
@@ -91,18 +108,8 @@ def test_a_late_write_from_a_worker_that_lost_its_lease_is_refused_and_counted(c
     task_id = queue.submit(client, "add", 1, 2, accepted_by="node-1")
     first = take(client, scripts, "node-1/w1")
     # The first worker is presumed lost: its task goes back to the queue.
-    outcome = queue.retry(
-        client,
-        scripts,
-        task_id,
-        node_id="node-1",
-        worker_id="node-1/w1",
-        attempt=first.attempt,
-        reason="worker_lost",
-        error="lost",
-        max_attempts=3,
-        delay_seconds=0,
-        result_ttl=60,
+    outcome = hand_back(
+        client, scripts, first, reason="worker_lost", max_attempts=3, delay_seconds=0
     )
     assert outcome == "retry"
     second = take(client, scripts, "node-2/w1")
@@ -120,18 +127,8 @@ def test_a_task_that_uses_up_its_attempts_is_dead_lettered(client, scripts):
     task_id = queue.submit(client, "add", 1, 2, accepted_by="node-1")
     for _ in range(2):
         claim = take(client, scripts)
-        outcome = queue.retry(
-            client,
-            scripts,
-            task_id,
-            node_id="node-1",
-            worker_id=claim.worker_id,
-            attempt=claim.attempt,
-            reason="timeout",
-            error="too slow",
-            max_attempts=2,
-            delay_seconds=0,
-            result_ttl=60,
+        outcome = hand_back(
+            client, scripts, claim, reason="timeout", max_attempts=2, delay_seconds=0
         )
     assert outcome == "dead"
     assert client.lrange(store.DEAD_LETTER_QUEUE, 0, -1) == [task_id]
@@ -143,36 +140,12 @@ def test_a_task_that_uses_up_its_attempts_is_dead_lettered(client, scripts):
 def test_a_retry_with_a_delay_waits_in_the_delayed_set_until_promoted(client, scripts):
     task_id = queue.submit(client, "add", 1, 2, accepted_by="node-1")
     claim = take(client, scripts)
-    queue.retry(
-        client,
-        scripts,
-        task_id,
-        node_id="node-1",
-        worker_id=claim.worker_id,
-        attempt=claim.attempt,
-        reason="timeout",
-        error="slow",
-        max_attempts=3,
-        delay_seconds=0,
-        result_ttl=60,
-    )
+    hand_back(client, scripts, claim, reason="timeout", max_attempts=3, delay_seconds=0)
     # No delay: straight back to the front of the queue.
     assert client.lrange(store.TASK_QUEUE, 0, -1) == [task_id]
 
     claim = take(client, scripts)
-    queue.retry(
-        client,
-        scripts,
-        task_id,
-        node_id="node-1",
-        worker_id=claim.worker_id,
-        attempt=claim.attempt,
-        reason="timeout",
-        error="slow",
-        max_attempts=3,
-        delay_seconds=3600,
-        result_ttl=60,
-    )
+    hand_back(client, scripts, claim, reason="timeout", max_attempts=3, delay_seconds=3600)
     assert client.zscore(store.DELAYED_QUEUE, task_id) is not None
     assert queue.promote_due(scripts) == 0
     client.zadd(store.DELAYED_QUEUE, {task_id: 1})
@@ -204,19 +177,7 @@ def test_dead_letters_can_be_redriven_or_deleted(client, scripts):
     for _ in range(2):
         task_id = queue.submit(client, "add", 1, 2, accepted_by="node-1")
         claim = take(client, scripts)
-        queue.retry(
-            client,
-            scripts,
-            task_id,
-            node_id="node-1",
-            worker_id=claim.worker_id,
-            attempt=claim.attempt,
-            reason="worker_lost",
-            error="lost",
-            max_attempts=1,
-            delay_seconds=0,
-            result_ttl=60,
-        )
+        hand_back(client, scripts, claim, reason="worker_lost", max_attempts=1, delay_seconds=0)
         ids.append(task_id)
 
     assert queue.redrive_dead_letter(scripts, ids[0]) is True
@@ -245,19 +206,7 @@ def test_status_reads_never_write(client, scripts):
 def test_a_task_completed_on_retry_shows_its_result_not_the_earlier_error(client, scripts):
     task_id = queue.submit(client, "add", 1, 2, accepted_by="node-1")
     lost = take(client, scripts)
-    queue.retry(
-        client,
-        scripts,
-        task_id,
-        node_id="node-1",
-        worker_id=lost.worker_id,
-        attempt=lost.attempt,
-        reason="worker_lost",
-        error="lost",
-        max_attempts=3,
-        delay_seconds=0,
-        result_ttl=60,
-    )
+    hand_back(client, scripts, lost, reason="worker_lost", max_attempts=3, delay_seconds=0)
 
     finish(client, scripts, take(client, scripts), result=3)
 
