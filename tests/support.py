@@ -9,6 +9,7 @@ import io
 import json
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import TypeVar
 from urllib.parse import urlencode
 from wsgiref.util import setup_testing_defaults
@@ -32,6 +33,17 @@ def wait_for(
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout:g} s waiting for {what or condition}")
         time.sleep(interval)
+
+
+def alive(pid: int) -> bool:
+    """True if process ``pid`` runs and is not a zombie waiting to be reaped
+    (Linux /proc: the state letter after the command name)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        # No such process any more.
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
 class WsgiResponse:

@@ -22,7 +22,7 @@ import pytest
 import requests
 import valkey
 
-from tests.support import wait_for
+from tests.support import alive, wait_for
 from wizard import store
 from wizard.cluster import ROOT, LocalCluster, free_port
 
@@ -123,7 +123,7 @@ class Chaos:
     def workers(self) -> dict[str, int]:
         """Live worker id -> pid, from the heartbeat registry."""
         cards = {w: json.loads(c) for w, c in self.valkey.hgetall(store.WORKER_REGISTRY).items()}
-        return {w: c["pid"] for w, c in cards.items() if _alive(c["pid"])}
+        return {w: c["pid"] for w, c in cards.items() if alive(c["pid"])}
 
     def kill_random_worker(self, rng: random.Random) -> set[str]:
         """Freeze a random live worker, note the tasks it holds, SIGKILL it.
@@ -176,16 +176,6 @@ class Chaos:
 
 def _expected(operation: str, a: int, b: int):
     return {"add": a + b, "multiply": a * b, "subtract": a - b}.get(operation)
-
-
-def _alive(pid: int) -> bool:
-    """True if ``pid`` runs and is not a zombie waiting to be reaped."""
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (FileNotFoundError, ProcessLookupError):
-        # No such process: the worker is dead.
-        return False
-    return state != "Z"
 
 
 def every(seconds: float, times: int, action) -> None:

@@ -12,12 +12,11 @@ import dataclasses
 import json
 import threading
 from collections import Counter
-from pathlib import Path
 
 import pytest
 import requests
 
-from tests.support import call, wait_for
+from tests.support import alive, call, wait_for
 from wizard import queue, store
 from wizard.api import make_app
 from wizard.cluster import LocalCluster, children_of, free_port
@@ -37,16 +36,6 @@ def expected(operation: str, a: int, b: int):
     if operation == "multiply":
         return a * b
     return a // b if a % b == 0 else a / b
-
-
-def alive(pid: int) -> bool:
-    """True if ``pid`` runs and is not a zombie waiting to be reaped."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except FileNotFoundError:
-        # No such process any more.
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
 def descendants(pid: int) -> list[int]:

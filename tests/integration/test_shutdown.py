@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from tests.support import wait_for
+from tests.support import alive, wait_for
 from wizard import queue, store
 from wizard.cluster import children_of, free_port
 
@@ -63,7 +63,7 @@ def test_on_sigterm_a_worker_finishes_its_task_and_the_node_exits_0(client, star
     assert node.wait(timeout=20) == 0
     task = queue.status(client, task_id)
     assert task.status is queue.TaskStatus.COMPLETE and task.result == 5
-    wait_for(lambda: not any(_alive(pid) for pid in family), timeout=5, what="no orphan")
+    wait_for(lambda: not any(alive(pid) for pid in family), timeout=5, what="no orphan")
 
 
 def test_past_the_grace_period_the_task_goes_straight_back_to_the_queue(client, start_node):
@@ -97,13 +97,3 @@ def test_a_worker_that_dies_is_restarted_by_its_supervisor(client, start_node):
     wait_for(lambda: queue.status(client, task_id).status.value == "complete", what="it works")
     node.send_signal(signal.SIGTERM)
     assert node.wait(timeout=20) == 0
-
-
-def _alive(pid: int) -> bool:
-    """True if ``pid`` runs (a zombie awaiting its parent's wait() counts as gone)."""
-    try:
-        stat = open(f"/proc/{pid}/stat").read()
-    except FileNotFoundError:
-        # Gone: what we want.
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] != "Z"

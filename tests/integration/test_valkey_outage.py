@@ -29,7 +29,7 @@ import pytest
 import requests
 import valkey
 
-from tests.support import wait_for
+from tests.support import alive, wait_for
 from wizard import store
 from wizard.cluster import LocalCluster, free_port
 
@@ -66,16 +66,6 @@ class Outage:
     finished: dict[str, dict] = field(default_factory=dict)
     task_keys: int = 0
     node_log: str = ""
-
-
-def alive(pid: int) -> bool:
-    """True if ``pid`` runs and is not a zombie waiting to be reaped."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except FileNotFoundError:
-        # No such process any more.
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
 def ask(session: requests.Session, method: str, url: str, body=None, **params) -> Answer:
