@@ -355,10 +355,13 @@ class Api:
                 alive = pipe.execute()
         now = time.time()
         nodes: dict[str, dict] = {}
-        for (worker_id, card), is_alive in zip(cards, alive, strict=True):
+        silent_after = 3 * self.settings.heartbeat_seconds
+        for (worker_id, card), has_heartbeat in zip(cards, alive, strict=True):
             age = round(max(0.0, now - card.get("at", 0)), 3)
             if age > STALE_AFTER:
                 continue
+            # Alive: its heartbeat key exists and it beat within three beats.
+            is_alive = bool(has_heartbeat) and age <= silent_after
             blank = {"node": card["node"], "alive": False, "workers": []}
             node = nodes.setdefault(card["node"], blank)
             node["alive"] = node["alive"] or bool(is_alive)

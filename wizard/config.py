@@ -213,6 +213,14 @@ class Settings:
         settings.check()
         return settings
 
+    @property
+    def heartbeat_seconds(self) -> float:
+        """How often a worker heartbeats and renews its lease, seconds: every
+        second, or three times per lease if the lease is shorter than 3 s.
+        A worker silent for three beats is shown as gone on the dashboard;
+        the reaper waits for its lease to expire."""
+        return min(1.0, self.lease_seconds / 3)
+
     def check(self) -> None:
         """Check the relations between settings.
 

@@ -267,7 +267,7 @@ class Worker:
             queue.renew(self.client, self.scripts, claim, lease_ms=self.lease_ms)
 
     def _heartbeat_loop(self) -> None:
-        interval = self.settings.lease_seconds / 3
+        interval = self.settings.heartbeat_seconds
         while not self._stopping.is_set():
             try:
                 self.beat()

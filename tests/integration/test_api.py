@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import time
 from urllib.parse import urlencode
 
 import pytest
@@ -578,3 +579,18 @@ def test_a_wrong_admin_token_is_refused(admin_app, client):
     )
     assert response.status == 403
     assert client.lrange(store.DEAD_LETTER_QUEUE, 0, -1) == [task_id]
+
+
+def test_cluster_shows_a_worker_gone_once_it_misses_three_heartbeats(settings, client):
+    worker = Worker(settings, "node-1/w1", client)
+    worker.beat()
+    app = make_app(settings)
+    assert call(app, "GET", "/cluster").json()["nodes"][0]["alive"] is True
+
+    # Its heartbeat key still exists, but its last beat is older than 3 beats.
+    card = json.loads(client.hget(store.WORKER_REGISTRY, "node-1/w1"))
+    card["at"] = time.time() - 3 * settings.heartbeat_seconds - 1
+    client.hset(store.WORKER_REGISTRY, "node-1/w1", json.dumps(card))
+
+    node = call(app, "GET", "/cluster").json()["nodes"][0]
+    assert node["alive"] is False and node["workers"][0]["alive"] is False
