@@ -60,7 +60,8 @@ STATIC_DIR = Path(__file__).resolve().parent.parent / "static"
 #: Most tasks one ``GET /tasks`` may return.
 MAX_LIST_LIMIT = store.RECENT_LIMIT
 
-#: A worker whose heartbeat card is older than this is shown as gone, seconds.
+#: A worker whose heartbeat card is older than this is left out of /cluster
+#: altogether (the scheduler forgets it soon after), seconds.
 STALE_AFTER = 3600
 
 

@@ -708,13 +708,14 @@ class Lost:
 def find_lost(client: valkey.Valkey, worker_id: str) -> list[Lost]:
     """Tasks in ``worker_id``'s processing list that must be handed back.
 
-    A task is lost when its worker's heartbeat has expired (the worker is
-    dead, or frozen), or when its lease expired by Valkey's clock. A task
-    still ``pending`` in the list of a live worker is reported too, with
-    ``worker_alive`` set: usually the worker is claiming it this very moment,
-    but if the reply to its BLMOVE was lost (Valkey crashed or stalled), the
-    id stays there unclaimed, and only the caller, seeing it again a lease
-    later, can tell. Reads only.
+    A running task is lost when its lease expired by Valkey's clock: its
+    worker stopped renewing it (dead, frozen, or cut off from Valkey). A
+    task still ``pending`` in a processing list was moved but never claimed:
+    reported with ``worker_alive`` telling whether the worker heartbeats.
+    A live worker is usually claiming it this very moment, but if the reply
+    to its BLMOVE was lost (Valkey crashed or stalled), the id stays there
+    unclaimed, and only the caller, seeing it again a lease later, can tell.
+    Ids of ended or vanished tasks are stale and reported too. Reads only.
     """
     processing = store.processing_key(worker_id)
     with client.pipeline(transaction=False) as pipe:
@@ -736,8 +737,7 @@ def find_lost(client: valkey.Valkey, worker_id: str) -> list[Lost]:
             lost.append(Lost(task_id, worker_id, "", 0, TaskStatus.FAILED))
             continue
         expired = expires is not None and int(expires) < now_ms
-        unclaimed = alive and state == TaskStatus.PENDING.value
-        if alive and not expired and not unclaimed:
+        if state == TaskStatus.RUNNING.value and not expired:
             continue
         record = Lost(task_id, worker_id, owner or "", int(attempts or 0), TaskStatus(state))
         lost.append(dataclasses.replace(record, worker_alive=bool(alive)))

@@ -7,8 +7,8 @@ lock expires and another node's scheduler takes over within one lease.
 
 Each round (:meth:`Scheduler.tick`) the leader:
 
-1. reaps: finds tasks held by workers whose heartbeat expired, or whose
-   lease ran out, and hands them back with a backoff delay (``attempts``
+1. reaps: finds tasks whose lease ran out (their worker died, froze, or
+   lost Valkey) and hands them back with a backoff delay (``attempts``
    was counted when they were taken), or dead-letters them with reason
    ``worker_lost`` once ``WIZARD_MAX_ATTEMPTS`` are used up;
 2. promotes retries whose backoff delay has elapsed from

@@ -291,6 +291,11 @@ class Worker:
         resumes by itself when it is back. Logs why it stops.
         """
         self._install_signal_handlers()
+        try:
+            self.beat()  # be seen alive before taking a first task
+        except VALKEY_DOWN:
+            # The loop below reports the outage and waits for Valkey.
+            pass
         heartbeat = threading.Thread(target=self._heartbeat_loop, name="heartbeat", daemon=True)
         heartbeat.start()
         log.info("worker started", extra={"pid": os.getpid()})

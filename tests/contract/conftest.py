@@ -11,7 +11,7 @@ import pytest
 import valkey
 
 from tests.support import WsgiResponse, call
-from wizard import queue
+from wizard import queue, store
 from wizard.api import Api, make_app
 from wizard.cluster import free_port
 from wizard.config import Settings
@@ -90,6 +90,8 @@ class Lab:
             block_seconds=self.settings.block_seconds,
         )
         assert claim is not None and claim.task_id == task_id
+        # The ghost never renews its lease: let it run out.
+        self.client.hset(store.task_key(task_id), "lease_expires", 1)
         scheduler = Scheduler(self.settings)
         try:
             assert scheduler.reap() == (0, 1)

@@ -14,8 +14,8 @@ def submit(client):
     return queue.submit(client, "add", 1, 2, accepted_by="node-1")
 
 
-def take_as(settings, client, worker_id):
-    """Take a task as a worker that never heartbeats (it 'died' at once)."""
+def take_fresh(settings, client, worker_id):
+    """Take a task with a full lease, as a worker does."""
     return queue.take(
         client,
         queue.Scripts(client),
@@ -23,6 +23,14 @@ def take_as(settings, client, worker_id):
         lease_ms=int(settings.lease_seconds * 1000),
         block_seconds=0.1,
     )
+
+
+def take_as(settings, client, worker_id):
+    """Take a task as a worker that then died: it never heartbeats, and its
+    lease has run out (what a lease's worth of silence does)."""
+    claim = take_fresh(settings, client, worker_id)
+    client.hset(store.task_key(claim.task_id), "lease_expires", 1)
+    return claim
 
 
 def test_the_task_of_a_dead_worker_is_handed_back_with_its_attempt_counted(settings, client):
@@ -70,17 +78,25 @@ def test_a_live_worker_with_a_valid_lease_keeps_its_task(settings, client):
     task_id = submit(client)
     worker = Worker(settings, "node-1/w1", client)
     worker.beat()
-    take_as(settings, client, "node-1/w1")
+    take_fresh(settings, client, "node-1/w1")
+
+    assert Scheduler(settings).reap() == (0, 0)
+    assert queue.status(client, task_id).status is queue.TaskStatus.RUNNING
+
+
+def test_a_task_taken_before_the_first_heartbeat_is_kept_while_its_lease_holds(settings, client):
+    # A worker just started: its take raced ahead of its first heartbeat.
+    task_id = submit(client)
+    take_fresh(settings, client, "node-1/w1")
 
     assert Scheduler(settings).reap() == (0, 0)
     assert queue.status(client, task_id).status is queue.TaskStatus.RUNNING
 
 
 def test_an_expired_lease_is_reaped_even_if_the_worker_still_heartbeats(settings, client):
-    task_id = submit(client)
+    submit(client)
     Worker(settings, "node-1/w1", client).beat()
     take_as(settings, client, "node-1/w1")
-    client.hset(store.task_key(task_id), "lease_expires", 1)
 
     assert Scheduler(settings).reap() == (1, 0)
 
