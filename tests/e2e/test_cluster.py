@@ -290,3 +290,18 @@ def test_requests_the_gateway_refuses_get_problem_documents_too(
     assert response.headers["Content-Type"] == "application/problem+json"
     assert response.json()["status"] == status and response.json()["handled_by"] == "gateway"
     assert response.headers["X-Request-ID"]
+
+
+def test_a_valkey_url_replaces_the_embedded_valkey(valkey_server, client, tmp_path):
+    with LocalCluster(
+        gateway_port=free_port(),
+        nodes=1,
+        var_dir=tmp_path,
+        valkey_url=valkey_server.url,
+        node_env={"WIZARD_WORK_SECONDS": "0"},
+    ) as local:
+        accepted = requests.post(f"{local.url}/task?a=2&b=3", timeout=10).json()
+
+        assert local.valkey is None, "no embedded Valkey when VALKEY_URL is given"
+        assert not (tmp_path / "valkey").exists()
+        assert client.exists(f"task:{accepted['task_id']}") == 1
