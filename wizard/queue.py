@@ -474,8 +474,9 @@ return 'retry'
 
 
 class Scripts:
-    """The Lua scripts, registered once per client (EVALSHA, reloaded by
-    valkey-py on NOSCRIPT after a Valkey restart)."""
+    """Every Lua script of the queue, bound to one client. Each runs with
+    EVALSHA and is loaded again when Valkey answers NOSCRIPT (after a
+    restart): see :class:`Script`."""
 
     def __init__(self, client: valkey.Valkey) -> None:
         self.claim = Script(client, _CLAIM)

@@ -58,7 +58,7 @@ class Scheduler:
         self.settings = settings
         self.client = client or store.connect(settings)
         self.scripts = queue.Scripts(self.client)
-        self.renew_lock = self.client.register_script(_RENEW_LOCK)
+        self.renew_lock = queue.Script(self.client, _RENEW_LOCK)
         self.lock_ms = int(settings.lease_seconds * 1000)
         self.stop_reason: str | None = None
         self._stopping = threading.Event()
