@@ -16,6 +16,17 @@ from pathlib import Path
 from .config import ConfigError, Settings
 
 
+def _port(text: str) -> int:
+    """A TCP port number, 1-65535 (for argparse)."""
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a port number: {text!r}") from None
+    if not 1 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"a port is 1-65535, got {port}")
+    return port
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m wizard", description="Distributed Math Wizard: producer/consumer lab."
@@ -23,7 +34,7 @@ def _parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("node", help="run one node (configured by WIZARD_* variables)")
     up = commands.add_parser("up", help="run the whole cluster locally: Valkey, nodes, nginx")
-    up.add_argument("--port", type=int, default=8080, help="gateway port (default 8080)")
+    up.add_argument("--port", type=_port, default=8080, help="gateway port (default 8080)")
     up.add_argument(
         "--nodes",
         type=int,
@@ -52,12 +63,14 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Run the command in ``argv``; returns the process exit code."""
     args = _parser().parse_args(argv)
+    try:
+        # Checked here for `up` too, so a bad WIZARD_* variable is named on
+        # the terminal rather than in each node's log.
+        settings = Settings.from_env()
+    except ConfigError as error:
+        print(f"wizard {args.command}: {error}", file=sys.stderr)
+        return 2
     if args.command == "node":
-        try:
-            settings = Settings.from_env()
-        except ConfigError as error:
-            print(f"wizard node: {error}", file=sys.stderr)
-            return 2
         from .supervisor import run_node
 
         return run_node(settings)

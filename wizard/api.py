@@ -118,8 +118,8 @@ class Api:
         except valkey.TimeoutError as error:
             # Sent, but no answer in time: the write may still happen.
             raise ServiceUnavailable(
-                f"Valkey did not answer in time ({error}); a task may still have been "
-                "stored: retry with the same Idempotency-Key header to be safe"
+                f"Valkey did not answer in time ({error}); a write sent to it may still "
+                "happen: retry a POST /task with the same Idempotency-Key header to be safe"
             ) from None
         except valkey.ConnectionError as error:
             # Down or restarting: the client may retry after a second.
@@ -246,10 +246,10 @@ class Api:
             raise BadRequest(str(error)) from None
         a = _operand(fields, "a")
         b = _operand(fields, "b")
-        key = request.header("Idempotency-Key")
-        if key and not is_token(key):
-            raise BadRequest("Idempotency-Key must be 1-64 letters, digits, '-', '_' or '.'")
-        if key:
+        if "HTTP_IDEMPOTENCY_KEY" in request.environ:
+            key = request.header("Idempotency-Key")
+            if not is_token(key):
+                raise BadRequest("Idempotency-Key must be 1-64 letters, digits, '-', '_' or '.'")
             return self._submit_once(request, key, operation, a, b)
         with self.valkey() as client:
             task_id = queue.submit(
@@ -283,15 +283,22 @@ class Api:
                 self.http_metrics.task_submitted(operation)
                 return self._accepted(request, task_id, operation, self.settings.node_id, "pending")
             task = queue.status(client, task_id)
+        log.info(
+            "task asked for again", extra={"task_id": task_id, "request_id": request.request_id}
+        )
         if task is None:
             raise NotFound(f"task {task_id}, created with this Idempotency-Key, has expired")
-        return self._accepted(request, task_id, operation, task.accepted_by, task.status.value)
+        return self._answer(task_id, operation, task.accepted_by, task.status.value)
 
     def _accepted(
         self, request: Request, task_id: str, operation: str, accepted_by: str, status: str
     ) -> Response:
-        """The 202 of POST /task, with the status URL in ``Location``."""
+        """Log a new task and answer with :meth:`_answer`."""
         log.info("task accepted", extra={"task_id": task_id, "request_id": request.request_id})
+        return self._answer(task_id, operation, accepted_by, status)
+
+    def _answer(self, task_id: str, operation: str, accepted_by: str, status: str) -> Response:
+        """The 202 of POST /task, with the status URL in ``Location``."""
         status_url = f"/tasks/{task_id}/status"
         body = {
             "task_id": task_id,
@@ -330,7 +337,8 @@ class Api:
 
     def _task(self, task_id: str) -> queue.Task:
         if not queue.is_task_id(task_id):
-            raise NotFound(f"there is no task {task_id!r}; task ids are 32 hex digits")
+            shown = task_id if len(task_id) <= 40 else task_id[:40] + "..."
+            raise NotFound(f"there is no task {shown!r}; task ids are 32 hex digits")
         with self.valkey() as client:
             task = queue.status(client, task_id)
         if task is None:

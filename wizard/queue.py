@@ -22,8 +22,9 @@ its lease and wakes up after another worker finished has its write refused.
     >>> finish(client, claim, result=3)                               # doctest: +SKIP
     True
 
-Timestamps are Unix seconds from the clock of the node that wrote them;
-lease expiry is compared with Valkey's own clock (``TIME``) inside the
+Timestamps are Unix seconds: ``created_at`` and ``finished_at`` from the
+clock of the node that wrote them, ``started_at`` from Valkey's clock at the
+claim. Lease expiry is compared with Valkey's own clock (``TIME``) inside the
 scripts, so nodes with skewed clocks still agree on who holds a lease.
 """
 
@@ -357,23 +358,25 @@ def counts(client: valkey.Valkey) -> dict[str, int]:
 # --- consumer -------------------------------------------------------------
 
 # Claim the task this worker just moved to the head of its processing list
-# (or, for the BRPOP consumer, which has no list, the id in ARGV[5]): status
+# (or, for the BRPOP consumer, which has no list, the id in ARGV[4]): status
 # running, attempts + 1, a lease. Returns {id, attempt, operation, a, b}, or
 # false if there is nothing pending to claim. An id whose task is gone or
 # already ended is a stale duplicate and leaves the list; a running one is
 # left for the reaper to judge. The task key is built from the id inside the
 # script, which a single Valkey allows (Valkey Cluster would not).
-# KEYS: processing list. ARGV: worker id, lease ms, now (s), task key prefix,
+# started_at is Valkey's clock at the claim (the worker may have sent this
+# script long before, waiting on BLMOVE in the same pipeline).
+# KEYS: processing list. ARGV: worker id, lease ms, task key prefix,
 #       task id ('' = the head of the list).
 _CLAIM = """
-local id = ARGV[5]
+local id = ARGV[4]
 if id == '' then
   id = redis.call('LINDEX', KEYS[1], 0)
   if not id then
     return false
   end
 end
-local key = ARGV[4] .. id
+local key = ARGV[3] .. id
 local f = redis.call('HMGET', key, 'status', 'operation', 'a', 'b')
 if f[1] ~= 'pending' then
   if f[1] ~= 'running' then
@@ -386,7 +389,7 @@ local now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local attempt = redis.call('HINCRBY', key, 'attempts', 1)
 redis.call('HSET', key, 'status', 'running', 'handled_by', ARGV[1],
   'lease_owner', ARGV[1], 'lease_expires', now_ms + tonumber(ARGV[2]),
-  'started_at', ARGV[3])
+  'started_at', t[1] .. '.' .. string.format('%06d', tonumber(t[2])))
 return {id, attempt, f[2], f[3], f[4]}
 """
 
@@ -542,7 +545,7 @@ def take(
         valkey.ConnectionError, valkey.TimeoutError: Valkey is unreachable.
     """
     processing = store.processing_key(worker_id)
-    claim_args = [worker_id, lease_ms, repr(time.time()), store.TASK_PREFIX]
+    claim_args = [worker_id, lease_ms, store.TASK_PREFIX]
     if fetch == "brpop":
         popped = client.brpop([store.TASK_QUEUE], timeout=block_seconds)
         if popped is None:

@@ -151,7 +151,10 @@ class Request:
     def __init__(self, environ: dict) -> None:
         self.environ = environ
         self.method: str = environ.get("REQUEST_METHOD", "GET").upper()
-        self.path: str = environ.get("PATH_INFO", "") or "/"
+        # PEP 3333 hands the path over as bytes decoded as latin-1; undo that
+        # so a non-ASCII path reads as what the client sent.
+        raw_path = environ.get("PATH_INFO", "") or "/"
+        self.path: str = raw_path.encode("latin-1", "replace").decode("utf-8", "replace")
         raw_query = environ.get("QUERY_STRING", "")
         self.query: dict[str, str] = {
             k: v[0] for k, v in parse_qs(raw_query, keep_blank_values=True).items()

@@ -80,3 +80,10 @@ def test_different_keys_make_different_tasks(settings, client):
     ids = {post(app, f"k-{n}").json()["task_id"] for n in range(3)}
 
     assert len(ids) == 3
+
+
+def test_an_empty_key_is_a_400_not_a_new_task_each_time(settings, client):
+    response = post(make_app(settings), "")
+
+    assert response.status == 400
+    assert client.dbsize() == 0

@@ -168,10 +168,10 @@ def test_settings_survive_the_trip_through_a_child_process_environment():
     assert Settings.from_env(env) == settings
 
 
-def node_with(variables: dict[str, str]) -> subprocess.CompletedProcess:
+def node_with(variables: dict[str, str], *command: str) -> subprocess.CompletedProcess:
     env = {name: value for name, value in os.environ.items() if name not in VARIABLES}
     return subprocess.run(
-        [sys.executable, "-m", "wizard", "node"],
+        [sys.executable, "-m", "wizard", *(command or ("node",))],
         env={**env, **variables},
         cwd=ROOT,
         capture_output=True,
@@ -197,3 +197,20 @@ def test_a_node_with_a_lease_too_short_for_its_blocking_time_exits_2_naming_both
     lines = finished.stderr.splitlines()
     assert len(lines) == 1, finished.stderr
     assert "WIZARD_LEASE_SECONDS" in lines[0] and "WIZARD_BLOCK_SECONDS" in lines[0]
+
+
+def test_wizard_up_names_a_bad_variable_on_the_terminal_before_starting_anything(tmp_path):
+    finished = node_with(
+        {"WIZARD_LEASE_SECONDS": "-1"}, "up", "--port", "1", "--var-dir", str(tmp_path)
+    )
+    assert finished.returncode == 2
+    lines = finished.stderr.splitlines()
+    assert len(lines) == 1 and "WIZARD_LEASE_SECONDS" in lines[0], finished.stderr
+    assert list(tmp_path.iterdir()) == [], "nothing should have started"
+
+
+def test_wizard_up_refuses_a_port_out_of_range_without_a_traceback(tmp_path):
+    finished = node_with({}, "up", "--port", "99999", "--var-dir", str(tmp_path))
+    assert finished.returncode == 2
+    assert "a port is 1-65535" in finished.stderr
+    assert "Traceback" not in finished.stderr
