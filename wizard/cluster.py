@@ -22,6 +22,7 @@ Tests use :class:`LocalCluster` directly, to stop or kill single parts::
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import fcntl
 import logging
 import os
@@ -125,11 +126,17 @@ class Part:
     log_path: Path
     env: dict[str, str] = field(default_factory=dict)
     process: subprocess.Popen | None = None
+    #: Ask Linux to SIGTERM this process if the process that started it dies,
+    #: even by kill -9 (only for a launcher with no threads: see start()).
+    die_with_parent: bool = False
 
     def start(self) -> None:
         """Start the process in its own session (so a Ctrl+C in the
         terminal reaches only the launcher, which then stops it by PID)."""
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        # preexec_fn runs between fork and exec, which is only safe in a
+        # parent without threads: the `wizard up` launcher, not a test.
+        before_exec = _sigterm_when_parent_dies if self.die_with_parent else None
         with open(self.log_path, "ab") as log_file:
             self.process = subprocess.Popen(
                 self.argv,
@@ -138,6 +145,7 @@ class Part:
                 stdout=log_file,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
+                preexec_fn=before_exec,
             )
 
     @property
@@ -172,6 +180,20 @@ class Part:
         with contextlib.suppress(ProcessLookupError):
             # No process left in the group: nothing to clean.
             os.killpg(self.process.pid, signal.SIGKILL)
+
+
+#: prctl(2) option: the signal a process gets when its parent dies (Linux).
+PR_SET_PDEATHSIG = 1
+
+
+def _sigterm_when_parent_dies() -> None:
+    """In the child, just before exec: prctl(PR_SET_PDEATHSIG, SIGTERM), so a
+    launcher killed with kill -9 still takes its cluster down with it. Linux
+    only; elsewhere a no-op."""
+    if not sys.platform.startswith("linux"):
+        return
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 class EmbeddedValkey(Part):
@@ -239,8 +261,10 @@ class LocalCluster:
         valkey_url: str | None = None,
         node_env: dict[str, str] | None = None,
         host: str = "127.0.0.1",
+        die_with_launcher: bool = False,
     ) -> None:
         self.host = host
+        self.die_with_launcher = die_with_launcher
         self.gateway_port = gateway_port
         self.workers = workers
         self.var_dir = Path(var_dir).resolve()
@@ -277,6 +301,7 @@ class LocalCluster:
         if self.external_valkey:
             return
         self.valkey = EmbeddedValkey(self.valkey_port, self.var_dir, host=self.host)
+        self.valkey.die_with_parent = self.die_with_launcher
         self.valkey.start()
 
     def kill_valkey(self, signum: int = signal.SIGTERM) -> None:
@@ -298,6 +323,7 @@ class LocalCluster:
         }
         argv = [sys.executable, "-m", "wizard", "node"]
         part = Part(name, argv, self.var_dir / "logs" / f"{name}.log", env)
+        part.die_with_parent = self.die_with_launcher
         part.start()
         self.nodes[name] = part
 
@@ -358,6 +384,7 @@ http {{
         conf = self.write_nginx_conf()
         argv = [nginx_binary(), "-p", str(conf.parent), "-c", str(conf)]
         self.gateway = Part("nginx", argv, self.var_dir / "logs" / "nginx.log")
+        self.gateway.die_with_parent = self.die_with_launcher
         self.gateway.start()
         wait_until(lambda: http_ok(self.url + "/healthz"), "nginx", process=self.gateway.process)
 
@@ -451,7 +478,12 @@ def run_up(
         )
         return 1
     cluster = LocalCluster(
-        gateway_port=port, nodes=nodes, workers=workers, var_dir=var_dir, valkey_url=valkey_url
+        gateway_port=port,
+        nodes=nodes,
+        workers=workers,
+        var_dir=var_dir,
+        valkey_url=valkey_url,
+        die_with_launcher=True,
     )
     stop = {"reason": None}
 

@@ -305,3 +305,22 @@ def test_a_valkey_url_replaces_the_embedded_valkey(valkey_server, client, tmp_pa
         assert local.valkey is None, "no embedded Valkey when VALKEY_URL is given"
         assert not (tmp_path / "valkey").exists()
         assert client.exists(f"task:{accepted['task_id']}") == 1
+
+
+def test_a_launcher_killed_with_sigkill_takes_its_whole_cluster_down(tmp_path):
+    port = free_port()
+    output = tmp_path / "up.out"
+    launcher = wizard_up(port, tmp_path / "var", output)
+    started: dict[int, str] = {}
+    try:
+        wait_for(lambda: "stop: Ctrl+C" in output.read_text(), timeout=60, interval=0.1)
+        for pid in descendants(launcher.pid):
+            started[pid] = process_start(pid)
+
+        launcher.kill()
+        launcher.wait()
+
+        wait_for(lambda: not still_running(started), timeout=40, what="every process gone")
+        assert port_is_free("127.0.0.1", port)
+    finally:
+        stop_for_good(launcher, started)
