@@ -15,6 +15,7 @@ import socket
 import subprocess
 import sys
 from collections import Counter
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
@@ -129,29 +130,80 @@ def test_a_task_accepted_by_one_node_is_read_from_every_node(cluster):
 # --- python -m wizard up --------------------------------------------------
 
 
-def wizard_up(port: int, var_dir: Path, output: Path) -> subprocess.Popen:
-    """Start ``python -m wizard up`` with its own Valkey on ``port``."""
-    env = {name: value for name, value in os.environ.items() if name != "VALKEY_URL"}
+#: The environment of every launcher these tests start: its own Valkey.
+UP_ENV = {name: value for name, value in os.environ.items() if name != "VALKEY_URL"}
+
+
+def up_command(port: int, var_dir: Path) -> list[str]:
+    """``python -m wizard up`` with two nodes (to spare the two cores)."""
+    return [
+        sys.executable, "-m", "wizard", "up",
+        "--port", str(port), "--nodes", "2", "--var-dir", str(var_dir),
+    ]  # fmt: skip
+
+
+def run_up_once(port: int, var_dir: Path) -> subprocess.CompletedProcess:
+    """Run ``python -m wizard up`` expecting it to refuse and exit at once."""
+    return subprocess.run(
+        up_command(port, var_dir),
+        cwd=ROOT,
+        env=UP_ENV,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+@dataclass
+class Launched:
+    """A running ``python -m wizard up``: its port, folder, output file and
+    process, and the processes of its cluster noted so far (pid -> start)."""
+
+    port: int
+    var_dir: Path
+    output: Path
+    launcher: subprocess.Popen
+    started: dict[int, str] = field(default_factory=dict)
+
+    @property
+    def text(self) -> str:
+        """What the launcher has printed so far."""
+        return self.output.read_text()
+
+    def note_processes(self) -> dict[int, str]:
+        """Remember every process below the launcher, to check them later."""
+        for pid in descendants(self.launcher.pid):
+            self.started[pid] = process_start(pid)
+        return self.started
+
+    def all_gone(self) -> bool:
+        """True once none of the noted processes runs any more."""
+        return not still_running(self.started)
+
+
+@pytest.fixture
+def launched(tmp_path):
+    """``python -m wizard up`` as a real subprocess, up and printing its
+    URLs; stopped for good (by PID) after the test, whatever happened."""
+    output = tmp_path / "up.out"
+    var_dir = tmp_path / "var"
+    port = free_port()
     with open(output, "wb") as sink:
-        return subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "wizard",
-                "up",
-                "--port",
-                str(port),
-                "--nodes",
-                "2",
-                "--var-dir",
-                str(var_dir),
-            ],
+        launcher = subprocess.Popen(
+            up_command(port, var_dir),
             cwd=ROOT,
-            env=env,
+            env=UP_ENV,
             stdin=subprocess.DEVNULL,
             stdout=sink,
             stderr=subprocess.STDOUT,
         )
+    up = Launched(port, var_dir, output, launcher)
+    try:
+        wait_for(lambda: "stop: Ctrl+C" in up.text, timeout=60, interval=0.1)
+        yield up
+    finally:
+        stop_for_good(launcher, up.started)
 
 
 def stop_for_good(launcher: subprocess.Popen, started: dict[int, str]) -> None:
@@ -169,35 +221,26 @@ def stop_for_good(launcher: subprocess.Popen, started: dict[int, str]) -> None:
     launcher.wait()
 
 
-def test_wizard_up_prints_the_urls_and_leaves_nothing_running_after_sigterm(tmp_path):
-    port = free_port()
-    output = tmp_path / "up.out"
-    launcher = wizard_up(port, tmp_path / "var", output)
-    started: dict[int, str] = {}
-    try:
-        wait_for(lambda: "stop: Ctrl+C" in output.read_text(), timeout=60, interval=0.1)
-        text = output.read_text()
-        gateway = f"http://127.0.0.1:{port}"
-        assert f"Math Wizard is up:  {gateway}/" in text
-        node_urls = re.findall(r"node-\d +(http://127\.0\.0\.1:\d+) +pid \d+", text)
-        assert len(node_urls) == 2, text
-        assert re.search(r"valkey +valkey://127\.0\.0\.1:\d+/0", text), text
-        assert requests.get(gateway + "/whoami", timeout=10).status_code == 200
-        for url in node_urls:
-            assert requests.get(url + "/healthz", timeout=10).status_code == 200
+def test_wizard_up_prints_the_urls_and_leaves_nothing_running_after_sigterm(launched):
+    text = launched.text
+    gateway = f"http://127.0.0.1:{launched.port}"
+    assert f"Math Wizard is up:  {gateway}/" in text
+    node_urls = re.findall(r"node-\d +(http://127\.0\.0\.1:\d+) +pid \d+", text)
+    assert len(node_urls) == 2, text
+    assert re.search(r"valkey +valkey://127\.0\.0\.1:\d+/0", text), text
+    assert requests.get(gateway + "/whoami", timeout=10).status_code == 200
+    for url in node_urls:
+        assert requests.get(url + "/healthz", timeout=10).status_code == 200
 
-        for pid in descendants(launcher.pid):
-            started[pid] = process_start(pid)
-        # Valkey, nginx (master and worker), and for each node its
-        # supervisor, API, worker and scheduler.
-        assert len(started) >= 3 + 2 * 4, started
+    started = launched.note_processes()
+    # Valkey, nginx (master and worker), and for each node its
+    # supervisor, API, worker and scheduler.
+    assert len(started) >= 3 + 2 * 4, started
 
-        launcher.send_signal(signal.SIGTERM)
-        assert launcher.wait(60) == 0
-        assert "stopped; nothing left running." in output.read_text()
-        wait_for(lambda: not still_running(started), timeout=10, what="every process gone")
-    finally:
-        stop_for_good(launcher, started)
+    launched.launcher.send_signal(signal.SIGTERM)
+    assert launched.launcher.wait(60) == 0
+    assert "stopped; nothing left running." in launched.text
+    wait_for(launched.all_gone, timeout=10, what="every process gone")
 
 
 def test_wizard_up_on_a_taken_port_says_so_in_one_line_and_exits_non_zero(tmp_path):
@@ -205,16 +248,7 @@ def test_wizard_up_on_a_taken_port_says_so_in_one_line_and_exits_non_zero(tmp_pa
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        env = {name: value for name, value in os.environ.items() if name != "VALKEY_URL"}
-        finished = subprocess.run(
-            [sys.executable, "-m", "wizard", "up", "--port", str(port), "--var-dir", str(tmp_path)],
-            cwd=ROOT,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
-        )
+        finished = run_up_once(port, tmp_path)
     assert finished.returncode != 0
     lines = finished.stderr.splitlines()
     assert len(lines) == 1, finished.stderr
@@ -222,53 +256,28 @@ def test_wizard_up_on_a_taken_port_says_so_in_one_line_and_exits_non_zero(tmp_pa
     assert not (tmp_path / "valkey").exists(), "nothing should have started"
 
 
-def test_wizard_up_recovers_a_gateway_killed_with_sigkill_and_guards_its_folder(tmp_path):
-    port = free_port()
-    output = tmp_path / "up.out"
-    launcher = wizard_up(port, tmp_path / "var", output)
-    started: dict[int, str] = {}
-    try:
-        wait_for(lambda: "stop: Ctrl+C" in output.read_text(), timeout=60, interval=0.1)
-        second = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "wizard",
-                "up",
-                "--port",
-                str(free_port()),
-                "--var-dir",
-                str(tmp_path / "var"),
-            ],
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
-        )
-        assert second.returncode == 1
-        assert "another `python -m wizard up` is using" in second.stderr
-        nginx = int((tmp_path / "var" / "nginx" / "nginx.pid").read_text())
+def test_wizard_up_recovers_a_gateway_killed_with_sigkill_and_guards_its_folder(launched):
+    second = run_up_once(free_port(), launched.var_dir)
+    assert second.returncode == 1
+    assert "another `python -m wizard up` is using" in second.stderr
+    nginx = int((launched.var_dir / "nginx" / "nginx.pid").read_text())
 
-        os.kill(nginx, signal.SIGKILL)  # its worker is orphaned, still on the port
+    os.kill(nginx, signal.SIGKILL)  # its worker is orphaned, still on the port
 
-        def gateway_back():
-            try:
-                return requests.get(f"http://127.0.0.1:{port}/whoami", timeout=2).ok
-            except requests.ConnectionError:
-                # Between the old nginx and the new one.
-                return False
+    def gateway_back():
+        try:
+            return requests.get(f"http://127.0.0.1:{launched.port}/whoami", timeout=2).ok
+        except requests.ConnectionError:
+            # Between the old nginx and the new one.
+            return False
 
-        wait_for(lambda: "nginx exited" in output.read_text(), timeout=10, what="the restart")
-        wait_for(gateway_back, timeout=20, what="the gateway answering again")
-        for pid in descendants(launcher.pid):
-            started[pid] = process_start(pid)
-        launcher.send_signal(signal.SIGTERM)
-        assert launcher.wait(60) == 0
-        wait_for(lambda: not still_running(started), timeout=10, what="every process gone")
-        assert port_is_free("127.0.0.1", port), "an orphaned nginx still holds the port"
-    finally:
-        stop_for_good(launcher, started)
+    wait_for(lambda: "nginx exited" in launched.text, timeout=10, what="the restart")
+    wait_for(gateway_back, timeout=20, what="the gateway answering again")
+    launched.note_processes()
+    launched.launcher.send_signal(signal.SIGTERM)
+    assert launched.launcher.wait(60) == 0
+    wait_for(launched.all_gone, timeout=10, what="every process gone")
+    assert port_is_free("127.0.0.1", launched.port), "an orphaned nginx still holds the port"
 
 
 @pytest.mark.parametrize(
@@ -307,20 +316,11 @@ def test_a_valkey_url_replaces_the_embedded_valkey(valkey_server, client, tmp_pa
         assert client.exists(f"task:{accepted['task_id']}") == 1
 
 
-def test_a_launcher_killed_with_sigkill_takes_its_whole_cluster_down(tmp_path):
-    port = free_port()
-    output = tmp_path / "up.out"
-    launcher = wizard_up(port, tmp_path / "var", output)
-    started: dict[int, str] = {}
-    try:
-        wait_for(lambda: "stop: Ctrl+C" in output.read_text(), timeout=60, interval=0.1)
-        for pid in descendants(launcher.pid):
-            started[pid] = process_start(pid)
+def test_a_launcher_killed_with_sigkill_takes_its_whole_cluster_down(launched):
+    launched.note_processes()
 
-        launcher.kill()
-        launcher.wait()
+    launched.launcher.kill()
+    launched.launcher.wait()
 
-        wait_for(lambda: not still_running(started), timeout=40, what="every process gone")
-        assert port_is_free("127.0.0.1", port)
-    finally:
-        stop_for_good(launcher, started)
+    wait_for(launched.all_gone, timeout=40, what="every process gone")
+    assert port_is_free("127.0.0.1", launched.port)
