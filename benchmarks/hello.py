@@ -22,7 +22,7 @@ from wizard.config import Settings
 
 BODY = b'{"hello":"world","handled_by":"hello"}'
 
-#: The API process's waitress settings (wizard/supervisor.py, run_api).
+#: The API process's waitress settings (wizard/server.py, run_api).
 CHANNEL_TIMEOUT = 30
 
 

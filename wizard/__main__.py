@@ -9,11 +9,13 @@
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 
-from .config import ConfigError, Settings
+from .config import ConfigError, Settings, external_valkey_url
+
+#: Exit code when a WIZARD_* variable (or VALKEY_URL) holds a bad value.
+EXIT_CONFIG = 2
 
 
 def _port(text: str) -> int:
@@ -67,9 +69,10 @@ def main(argv: list[str] | None = None) -> int:
         # Checked here for `up` too, so a bad WIZARD_* variable is named on
         # the terminal rather than in each node's log.
         settings = Settings.from_env()
+        valkey_url = external_valkey_url()
     except ConfigError as error:
         print(f"wizard {args.command}: {error}", file=sys.stderr)
-        return 2
+        return EXIT_CONFIG
     if args.command == "node":
         from .supervisor import run_node
 
@@ -80,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
         port=args.port,
         nodes=args.nodes,
         workers=args.workers,
-        valkey_url=os.environ.get("VALKEY_URL"),
+        valkey_url=valkey_url,
         var_dir=args.var_dir,
     )
 

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import valkey
 
-from . import __version__, metrics, queue, store
+from . import __version__, membership, metrics, queue, store
 from .config import Settings
 from .operations import (
     InvalidOperand,
@@ -51,6 +51,7 @@ from .router import (
     is_token,
     start_response_for,
 )
+from .views import cluster_view
 
 log = logging.getLogger(__name__)
 
@@ -59,10 +60,6 @@ STATIC_DIR = Path(__file__).resolve().parent.parent / "static"
 
 #: Most tasks one ``GET /tasks`` may return.
 MAX_LIST_LIMIT = store.RECENT_LIMIT
-
-#: A worker whose heartbeat card is older than this is left out of /cluster
-#: altogether (the scheduler forgets it soon after), seconds.
-STALE_AFTER = 3600
 
 
 class Api:
@@ -183,12 +180,12 @@ class Api:
     def readyz(self, request: Request) -> Response:
         """``GET /readyz``: Valkey answers, evicts nothing, and this node's
         workers heartbeat. 503 problem naming the failed check otherwise."""
-        worker_ids = [f"{self.settings.node_id}/w{n}" for n in range(1, self.settings.workers + 1)]
+        worker_ids = membership.node_worker_ids(self.settings.node_id, self.settings.workers)
         with self.valkey() as client:
             with client.pipeline(transaction=False) as pipe:
                 pipe.config_get("maxmemory-policy")
                 for worker_id in worker_ids:
-                    pipe.exists(store.heartbeat_key(worker_id))
+                    membership.queue_is_alive(pipe, worker_id)
                 policy, *alive = pipe.execute()
         eviction = policy.get("maxmemory-policy", "")
         if eviction != "noeviction":
@@ -354,37 +351,11 @@ class Api:
         return self.json({"tasks": [{**t.to_json(), "checked_by": node} for t in tasks]})
 
     def cluster(self, request: Request) -> Response:
-        """``GET /cluster``: nodes, workers and their heartbeats, queue counts."""
+        """``GET /cluster``: nodes, workers and their heartbeats, queue counts
+        (:func:`wizard.views.cluster_view`)."""
         with self.valkey() as client:
-            snapshot = metrics.queue_snapshot(client)
-            cards = sorted(metrics.worker_cards(client).items())
-            with client.pipeline(transaction=False) as pipe:
-                for worker_id, _ in cards:
-                    pipe.exists(store.heartbeat_key(worker_id))
-                alive = pipe.execute()
-        now = time.time()
-        nodes: dict[str, dict] = {}
-        silent_after = 3 * self.settings.heartbeat_seconds
-        for (worker_id, card), has_heartbeat in zip(cards, alive, strict=True):
-            age = round(max(0.0, now - card.get("at", 0)), 3)
-            if age > STALE_AFTER:
-                continue
-            # Alive: its heartbeat key exists and it beat within three beats.
-            is_alive = bool(has_heartbeat) and age <= silent_after
-            blank = {"node": card["node"], "alive": False, "workers": []}
-            node = nodes.setdefault(card["node"], blank)
-            node["alive"] = node["alive"] or bool(is_alive)
-            node["workers"].append(
-                {
-                    "worker": worker_id,
-                    "alive": bool(is_alive),
-                    "pid": card.get("pid"),
-                    "heartbeat_age_seconds": age,
-                    "tasks_done": card.get("tasks_done", 0),
-                    "current_task": card.get("task_id"),
-                }
-            )
-        return self.json({"time": now, "nodes": list(nodes.values()), "queue": snapshot})
+            view = cluster_view(client, heartbeat_seconds=self.settings.heartbeat_seconds)
+        return self.json(view)
 
     def metrics(self, request: Request) -> Response:
         """``GET /metrics``: Prometheus text exposition format 0.0.4."""

@@ -243,3 +243,16 @@ class Settings:
                 value = "1" if value else "0"
             env[parsers[field.name][0]] = str(value)
         return env
+
+
+def external_valkey_url(environ: Mapping[str, str] | None = None) -> str | None:
+    """The ``VALKEY_URL`` given in ``environ`` (default ``os.environ``), or
+    None when it is unset: ``python -m wizard up`` then starts its own
+    Valkey instead of using one that already runs.
+
+    Raises:
+        ConfigError: it is set but is not a Valkey URL.
+    """
+    environ = os.environ if environ is None else environ
+    raw = environ.get("VALKEY_URL")
+    return None if raw is None else _valkey_url("VALKEY_URL", raw)

@@ -18,17 +18,30 @@ Names follow the Prometheus naming conventions (base units in the name,
 
 from __future__ import annotations
 
-import json
 import threading
 import time
 from collections.abc import Iterable
 
 import valkey
 
-from . import queue, store
+from . import membership, queue, store
 
 #: Upper bounds of the HTTP latency histogram, seconds.
 HTTP_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+
+#: Upper bounds of the task-duration histogram, milliseconds (Prometheus
+#: "le" buckets; "+Inf" is implied). Workers add to it as they finish tasks
+#: (:func:`duration_bucket` names the bucket they pass to the queue).
+DURATION_BUCKETS_MS = (1, 5, 10, 50, 100, 500, 1000, 2500, 5000, 10000, 30000)
+
+
+def duration_bucket(duration_ms: float) -> str:
+    """The "le" bound (milliseconds, as text) of the task-duration bucket
+    that ``duration_ms`` falls in, or ``"+Inf"`` past the last one."""
+    for upper in DURATION_BUCKETS_MS:
+        if duration_ms <= upper:
+            return str(upper)
+    return "+Inf"
 
 
 class ApiMetrics:
@@ -152,7 +165,7 @@ def _duration_lines(durations: dict[str, str]) -> Iterable[str]:
     for operation in operations:
         finite = [
             (str(upper / 1000), int(durations.get(f"{operation}|{upper}", 0)))
-            for upper in queue.DURATION_BUCKETS_MS
+            for upper in DURATION_BUCKETS_MS
         ]
         overflow = int(durations.get(f"{operation}|+Inf", 0))
         total = float(durations.get(f"{operation}|sum", 0)) / 1000
@@ -194,12 +207,12 @@ def queue_snapshot(client: valkey.Valkey) -> dict:
     """
     snapshot = queue.counts(client)
     processing = [store.processing_key(w) for w in queue.processing_workers(client)]
-    workers = list(client.hkeys(store.WORKER_REGISTRY))
+    workers = membership.registered(client)
     with client.pipeline(transaction=False) as pipe:
         for key in processing:
             pipe.llen(key)
         for worker_id in workers:
-            pipe.exists(store.heartbeat_key(worker_id))
+            membership.queue_is_alive(pipe, worker_id)
         pipe.lindex(store.TASK_QUEUE, -1)
         replies = pipe.execute()
     oldest = replies[-1]
@@ -222,8 +235,3 @@ def render(http: ApiMetrics, client: valkey.Valkey, node_id: str) -> str:
     """
     lines = [*http.lines(), *task_lines(client, node_id), *queue_lines(client)]
     return "\n".join(lines) + "\n"
-
-
-def worker_cards(client: valkey.Valkey) -> dict[str, dict]:
-    """The worker registry decoded: worker id -> its last heartbeat card."""
-    return {w: json.loads(card) for w, card in client.hgetall(store.WORKER_REGISTRY).items()}

@@ -17,30 +17,15 @@ A return of 0 means "allowed"; anything else is how long to wait, seconds.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import valkey
 
 from . import store
+from .queue.scripts import Script
 
-# GCRA. KEYS: the client's key. ARGV: emission interval ms (1000 / rate),
-# burst tolerance ms (interval * (burst - 1)). Returns 0 if the request is
-# allowed (and records it), else the milliseconds until it would be.
-_GCRA = """
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local interval = tonumber(ARGV[1])
-local tolerance = tonumber(ARGV[2])
-local tat = tonumber(redis.call('GET', KEYS[1]) or now)
-if tat < now then
-  tat = now
-end
-local allowed_at = tat - tolerance
-if now < allowed_at then
-  return math.ceil(allowed_at - now)
-end
-local next_tat = tat + interval
-redis.call('SET', KEYS[1], next_tat, 'PX', math.ceil(next_tat - now))
-return 0
-"""
+#: The GCRA script (KEYS and ARGV named in its header).
+SCRIPT_PATH = Path(__file__).resolve().parent / "ratelimit.lua"
 
 
 class RateLimiter:
@@ -50,7 +35,7 @@ class RateLimiter:
     def __init__(self, client: valkey.Valkey, *, per_second: float, burst: int) -> None:
         self.interval_ms = 1000.0 / per_second
         self.tolerance_ms = self.interval_ms * (burst - 1)
-        self.script = client.register_script(_GCRA)
+        self.script = Script(client, SCRIPT_PATH)
 
     def retry_after(self, client_id: str) -> float:
         """Record a request from ``client_id`` if allowed. Returns 0.0 when it
@@ -60,5 +45,6 @@ class RateLimiter:
             valkey.ConnectionError, valkey.TimeoutError: Valkey is unreachable.
         """
         keys = [store.rate_limit_key(client_id)]
-        wait_ms = self.script(keys=keys, args=[self.interval_ms, self.tolerance_ms])
+        args = {"interval_ms": self.interval_ms, "tolerance_ms": self.tolerance_ms}
+        wait_ms = self.script(keys=keys, args=args)
         return float(wait_ms) / 1000.0

@@ -9,7 +9,7 @@ Three pieces, each plain data:
   the path parameters, or raises :class:`NotFound` / :class:`MethodNotAllowed`.
 
 Errors are exceptions (:class:`HTTPError` and its subclasses) rendered in
-one place, :meth:`Router.wsgi`, as RFC 9457 problem details::
+one place, :meth:`Router.dispatch`, as RFC 9457 problem details::
 
     >>> router = Router([Route("GET", "/tasks/<task_id>/status", lambda request, task_id: ...)])
     >>> handler, params = router.match("GET", "/tasks/abc/status")
@@ -282,7 +282,6 @@ class Route:
     method: str
     pattern: str
     handler: Callable[..., Response]
-    name: str = ""
 
     def compile(self) -> re.Pattern:
         """The pattern as an anchored regular expression."""

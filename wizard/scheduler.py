@@ -13,8 +13,8 @@ Each round (:meth:`Scheduler.tick`) the leader:
    ``worker_lost`` once ``WIZARD_MAX_ATTEMPTS`` are used up;
 2. promotes retries whose backoff delay has elapsed from
    ``task_queue:delayed`` back to ``task_queue``;
-3. trims the recent-tasks list, forgets workers not seen for an hour and
-   dead letters that expired.
+3. trims the recent-tasks list and dead letters that expired, and forgets
+   workers not seen for an hour (:data:`wizard.membership.STALE_AFTER`).
 
     >>> Scheduler(settings, client).tick()           # doctest: +SKIP
     {'leader': True, 'reaped': 1, 'dead_lettered': 0, 'promoted': 3}
@@ -22,32 +22,24 @@ Each round (:meth:`Scheduler.tick`) the leader:
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import signal
 import threading
 import time
+from pathlib import Path
 
 import valkey
 
-from . import queue, store
+from . import membership, queue, store
 from .config import Settings
-from .worker import run_steps
+from .loop import run_steps
 
 log = logging.getLogger(__name__)
 
-#: A worker missing from every heartbeat this long is dropped from the
-#: registry (and from the dashboard), seconds.
-FORGET_WORKER_AFTER = 3600.0
-
-# Renew the lock only if we still hold it. KEYS: lock. ARGV: owner, ttl ms.
-_RENEW_LOCK = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-  return redis.call('PEXPIRE', KEYS[1], ARGV[2])
-end
-return 0
-"""
+#: The script that renews the lock for its holder only (KEYS and ARGV named
+#: in its header).
+LOCK_SCRIPT_PATH = Path(__file__).resolve().parent / "scheduler_lock.lua"
 
 
 class Scheduler:
@@ -58,7 +50,8 @@ class Scheduler:
         self.settings = settings
         self.client = client or store.connect(settings)
         self.scripts = queue.Scripts(self.client)
-        self.renew_lock = queue.Script(self.client, _RENEW_LOCK)
+        self.renew_lock = queue.Script(self.client, LOCK_SCRIPT_PATH)
+        self.policy = queue.RetryPolicy.from_settings(settings)
         self.lock_ms = int(settings.lease_seconds * 1000)
         self.stop_reason: str | None = None
         self._stopping = threading.Event()
@@ -69,7 +62,8 @@ class Scheduler:
     def is_leader(self) -> bool:
         """Take or keep the scheduler lock for one lease. True if we hold it."""
         owner = self.settings.node_id
-        if self.renew_lock(keys=[store.SCHEDULER_LOCK], args=[owner, self.lock_ms]) == 1:
+        args = {"owner": owner, "ttl_ms": self.lock_ms}
+        if self.renew_lock(keys=[store.SCHEDULER_LOCK], args=args) == 1:
             return True
         return bool(self.client.set(store.SCHEDULER_LOCK, owner, nx=True, px=self.lock_ms))
 
@@ -82,14 +76,16 @@ class Scheduler:
                 if lost.worker_alive and lost.status is queue.TaskStatus.PENDING:
                     seen_unclaimed.add((lost.worker_id, lost.task_id))
                 outcome = self._reap_one(lost)
-                retried += outcome == "retry"
-                dead += outcome == "dead"
+                retried += outcome is queue.RetryOutcome.RETRY
+                dead += outcome is queue.RetryOutcome.DEAD
         self._unclaimed_since = {
             key: since for key, since in self._unclaimed_since.items() if key in seen_unclaimed
         }
         return retried, dead
 
-    def _reap_one(self, lost: queue.Lost) -> str:
+    def _reap_one(self, lost: queue.Lost) -> queue.RetryOutcome | None:
+        """Hand back one lost task. Returns what retry() did, or None when
+        the task was only requeued (never claimed) or is left waiting."""
         if lost.worker_alive and lost.status is queue.TaskStatus.PENDING:
             # Moved into a live worker's list but not claimed. Normally the
             # claim follows at once; an id still unclaimed a lease later lost
@@ -97,29 +93,25 @@ class Scheduler:
             key = (lost.worker_id, lost.task_id)
             since = self._unclaimed_since.setdefault(key, time.monotonic())
             if time.monotonic() - since < self.settings.lease_seconds:
-                return "waiting"
+                return None
         if lost.status is not queue.TaskStatus.RUNNING:
             # Moved but never claimed (the worker died, or lost the reply), or gone.
             queue.requeue_unclaimed(self.scripts, lost.task_id, lost.worker_id)
-            return "requeued"
-        outcome = queue.retry(
-            self.client,
-            self.scripts,
+            return None
+        hand_back = queue.HandBack(
             lost.task_id,
-            node_id=self.settings.node_id,
             worker_id=lost.owner,
             attempt=lost.attempt,
             reason="worker_lost",
             error=f"worker {lost.worker_id} stopped heartbeating during attempt {lost.attempt}",
-            max_attempts=self.settings.max_attempts,
-            delay_seconds=queue.backoff_seconds(lost.attempt, self.settings.retry_base_seconds),
-            result_ttl=self.settings.result_ttl,
+            delay_seconds=self.policy.backoff_seconds(lost.attempt),
         )
-        if outcome == "fenced":
+        outcome = queue.retry(self.scripts, hand_back, self.policy, node_id=self.settings.node_id)
+        if outcome is queue.RetryOutcome.FENCED:
             # The owner finished (or handed it back) between our read and now.
-            self.client.lrem(store.processing_key(lost.worker_id), 1, lost.task_id)
+            queue.drop_from_processing(self.client, lost.worker_id, lost.task_id)
         log.info(
-            f"reaped a lost task ({outcome})",
+            f"reaped a lost task ({outcome.value})",
             extra={"task_id": lost.task_id, "attempt": lost.attempt, "reason": "worker_lost"},
         )
         return outcome
@@ -128,14 +120,8 @@ class Scheduler:
         """Trim the recent-tasks list, drop long-gone workers from the
         registry and expired ids from the dead-letter queue, so none of them
         grows without bound."""
-        self.client.ltrim(store.RECENT_TASKS, 0, store.RECENT_LIMIT - 1)
-        now = time.time()
-        for worker_id, card in self.client.hgetall(store.WORKER_REGISTRY).items():
-            if now - json.loads(card).get("at", 0) > FORGET_WORKER_AFTER:
-                self.client.hdel(store.WORKER_REGISTRY, worker_id)
-        for task_id in self.client.lrange(store.DEAD_LETTER_QUEUE, 0, -1):
-            if not self.client.exists(store.task_key(task_id)):
-                self.client.lrem(store.DEAD_LETTER_QUEUE, 1, task_id)
+        queue.trim(self.client)
+        membership.forget_stale(self.client)
 
     def tick(self) -> dict:
         """One round: if leader, reap, promote and forget. Returns counts."""

@@ -33,14 +33,13 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from . import logs
+from . import logs, membership
 from .config import Settings
 
 log = logging.getLogger(__name__)
 
-#: Exit codes of ``python -m wizard node``.
+#: Exit code of ``python -m wizard node`` after a clean stop.
 EXIT_OK = 0
-EXIT_CONFIG = 2
 
 #: Restart backoff: first delay, cap, and how long a child must live for
 #: its backoff to start over, seconds.
@@ -52,52 +51,6 @@ RESTART_RESET_AFTER = 10.0
 KILL_MARGIN = 5.0
 
 _SPAWN = multiprocessing.get_context("spawn")
-
-
-def run_api(settings: Settings) -> None:
-    """Entry point of the API process: serve the WSGI app with waitress until
-    SIGTERM, then finish in-flight requests and exit."""
-    import waitress
-
-    from .api import make_app
-
-    logs.configure(settings.log_level, node=settings.node_id, process="api")
-    # waitress logs "Task queue depth is N" for every request that waits for
-    # a free thread: one JSON line per request exactly when the node is busiest.
-    logging.getLogger("waitress.queue").setLevel(logging.ERROR)
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, _exit_on_sigterm)
-    server = waitress.create_server(
-        make_app(settings),
-        host=settings.host,
-        port=settings.port,
-        threads=settings.threads,
-        ident="wizard",
-        # Long enough for nginx keepalive reuse, short enough to free threads.
-        channel_timeout=30,
-    )
-    _exit_when_orphaned()
-    log.info("api listening", extra={"url": f"http://{settings.host}:{settings.port}"})
-    server.run()
-    log.info("api stopping: SIGTERM")
-
-
-def _exit_on_sigterm(signum, frame) -> None:
-    # waitress.run() catches SystemExit and shuts its thread pool down.
-    raise SystemExit(0)
-
-
-def _exit_when_orphaned() -> None:
-    """Exit if the supervisor dies without telling us (e.g. SIGKILL)."""
-    parent = os.getppid()
-
-    def watch() -> None:
-        while os.getppid() == parent:
-            time.sleep(1.0)
-        log.warning("api stopping: the supervisor is gone")
-        os.kill(os.getpid(), signal.SIGTERM)
-
-    threading.Thread(target=watch, name="orphan-watch", daemon=True).start()
 
 
 @dataclass
@@ -130,12 +83,13 @@ class Supervisor:
 
     def __init__(self, settings: Settings) -> None:
         from .scheduler import run_scheduler
+        from .server import run_api
         from .worker import run_worker
 
         self.settings = settings
         self.children = [Child("api", run_api, (settings,))]
         for n in range(1, settings.workers + 1):
-            worker_id = f"{settings.node_id}/w{n}"
+            worker_id = membership.worker_id(settings.node_id, n)
             self.children.append(Child(worker_id, run_worker, (settings, worker_id)))
         self.children.append(Child("scheduler", run_scheduler, (settings,)))
         self.stop_reason: str | None = None

@@ -21,29 +21,40 @@ ignored: the supervisor decides when its children stop.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
-import random
 import signal
 import threading
 import time
-from collections.abc import Callable
+from enum import Enum
 
 import valkey
 
-from . import queue, store
+from . import membership, metrics, queue, store
 from .config import Settings
+from .loop import VALKEY_DOWN, reconnect_delay, run_steps
 from .operations import OperationFailed, UnknownOperation, compute
+
+__all__ = ["GraceOver", "TaskTimeout", "Worker", "WorkOutcome", "reconnect_delay", "run_worker"]
 
 log = logging.getLogger(__name__)
 
-#: Longest pause between reconnection attempts to Valkey, seconds.
-MAX_RECONNECT_DELAY = 5.0
 
-#: Errors that mean "Valkey is unreachable right now" (BusyLoadingError,
-#: raised while Valkey reloads its AOF, is a ConnectionError).
-VALKEY_DOWN = (valkey.ConnectionError, valkey.TimeoutError)
+class WorkOutcome(str, Enum):
+    """What :meth:`Worker.work_once` did with the task it took."""
+
+    #: Recorded with its result.
+    COMPLETE = "complete"
+    #: Recorded as failed: a permanent error (division by zero, bad input).
+    FAILED = "failed"
+    #: Handed back for another attempt.
+    RETRY = "retry"
+    #: Attempts used up: moved to the dead-letter queue.
+    DEAD = "dead"
+    #: Refused: this worker lost the lease meanwhile.
+    FENCED = "fenced"
+    #: Handed back, but the task had expired.
+    GONE = "gone"
 
 
 class TaskTimeout(Exception):
@@ -53,15 +64,6 @@ class TaskTimeout(Exception):
 class GraceOver(Exception):
     """Raised inside an operation still running when the grace period after
     SIGTERM ends: the task goes back to the queue for another worker."""
-
-
-def reconnect_delay(failures: int) -> float:
-    """Growing, capped, jittered delay before reconnection attempt
-    ``failures`` (1, 2, ...), seconds: "full jitter" between 0.05 s and
-    min(MAX_RECONNECT_DELAY, 0.1 * 2**failures), as in the AWS Architecture
-    Blog, "Exponential Backoff And Jitter" (2015)."""
-    ceiling = min(MAX_RECONNECT_DELAY, 0.1 * 2**failures)
-    return max(0.05, random.uniform(0, ceiling))
 
 
 class Worker:
@@ -79,6 +81,7 @@ class Worker:
         self.worker_id = worker_id
         self.client = client or store.connect(settings, blocking_seconds=settings.block_seconds)
         self.scripts = queue.Scripts(self.client)
+        self.policy = queue.RetryPolicy.from_settings(settings)
         self.lease_ms = int(settings.lease_seconds * 1000)
         self.current: queue.Claim | None = None
         self.tasks_done = 0
@@ -90,14 +93,13 @@ class Worker:
 
     # --- one step ------------------------------------------------------
 
-    def work_once(self) -> str | None:
+    def work_once(self) -> WorkOutcome | None:
         """Take one task (blocking up to ``block_seconds``), run it and record
         its outcome.
 
-        Returns None if no task arrived, else what happened to it:
-        ``"complete"``, ``"failed"`` (a permanent error), ``"retry"`` or
-        ``"dead"`` (handed back, or dead-lettered), or ``"fenced"`` (this
-        worker lost the lease meanwhile and its write was refused).
+        Returns None if no task arrived, else what happened to it (a
+        :class:`WorkOutcome`, equal to its text: ``"complete"``, ``"failed"``,
+        ``"retry"``, ``"dead"``, ``"fenced"``).
 
         Raises:
             valkey.ConnectionError, valkey.TimeoutError: Valkey is unreachable
@@ -120,7 +122,7 @@ class Worker:
         finally:
             self.current = None
 
-    def _run(self, claim: queue.Claim) -> str:
+    def _run(self, claim: queue.Claim) -> WorkOutcome:
         started = time.perf_counter()
         extra = {"task_id": claim.task_id, "attempt": claim.attempt}
         log.debug("task taken", extra=extra)
@@ -168,7 +170,7 @@ class Worker:
         *,
         result: queue.Number | None = None,
         error: str | None = None,
-    ) -> str:
+    ) -> WorkOutcome:
         duration_ms = (time.perf_counter() - started) * 1000
         written = self._with_reconnect(
             lambda: queue.finish(
@@ -178,6 +180,7 @@ class Worker:
                 node_id=self.settings.node_id,
                 result_ttl=self.settings.result_ttl,
                 duration_ms=duration_ms,
+                bucket=metrics.duration_bucket(duration_ms),
                 result=result,
                 error=error,
             )
@@ -189,36 +192,29 @@ class Worker:
         }
         if not written:
             log.warning("result refused: lease lost to another worker", extra=extra)
-            return "fenced"
+            return WorkOutcome.FENCED
         self.tasks_done += 1
         if error is not None:
             log.info("task failed", extra={**extra, "error": error})
-            return "failed"
+            return WorkOutcome.FAILED
         log.info("task complete", extra=extra)
-        return "complete"
+        return WorkOutcome.COMPLETE
 
-    def _hand_back(self, claim: queue.Claim, reason: str, error: str, backoff: bool = False) -> str:
-        delay = queue.backoff_seconds(claim.attempt, self.settings.retry_base_seconds)
+    def _hand_back(
+        self, claim: queue.Claim, reason: str, error: str, backoff: bool = False
+    ) -> WorkOutcome:
+        delay = self.policy.backoff_seconds(claim.attempt) if backoff else 0.0
+        hand_back = queue.HandBack(
+            claim.task_id, self.worker_id, claim.attempt, reason, error, delay_seconds=delay
+        )
         outcome = self._with_reconnect(
-            lambda: queue.retry(
-                self.client,
-                self.scripts,
-                claim.task_id,
-                node_id=self.settings.node_id,
-                worker_id=self.worker_id,
-                attempt=claim.attempt,
-                reason=reason,
-                error=error,
-                max_attempts=self.settings.max_attempts,
-                delay_seconds=delay if backoff else 0,
-                result_ttl=self.settings.result_ttl,
-            )
+            lambda: queue.retry(self.scripts, hand_back, self.policy, node_id=self.settings.node_id)
         )
         log.info(
-            f"task handed back ({outcome})",
+            f"task handed back ({outcome.value})",
             extra={"task_id": claim.task_id, "attempt": claim.attempt, "reason": reason},
         )
-        return outcome
+        return WorkOutcome(outcome.value)
 
     def _with_reconnect(self, write):
         """Call ``write`` until it gets through, for at most one lease: the
@@ -243,26 +239,23 @@ class Worker:
     # --- heartbeat -----------------------------------------------------
 
     def beat(self) -> None:
-        """Refresh this worker's heartbeat key and registry entry and renew
-        the lease on the task it holds (one round trip, plus one if holding).
+        """Write this worker's card (:func:`wizard.membership.beat`) and
+        renew the lease on the task it holds (one round trip, plus one if
+        holding).
 
         Raises:
             valkey.ConnectionError, valkey.TimeoutError: Valkey is unreachable.
         """
         claim = self.current
-        card = json.dumps(
-            {
-                "node": self.settings.node_id,
-                "pid": os.getpid(),
-                "at": time.time(),
-                "tasks_done": self.tasks_done,
-                "task_id": claim.task_id if claim else None,
-            }
+        card = membership.WorkerCard(
+            self.worker_id,
+            node=self.settings.node_id,
+            pid=os.getpid(),
+            at=time.time(),
+            tasks_done=self.tasks_done,
+            task_id=claim.task_id if claim else None,
         )
-        with self.client.pipeline(transaction=False) as pipe:
-            pipe.set(store.heartbeat_key(self.worker_id), card, px=self.lease_ms)
-            pipe.hset(store.WORKER_REGISTRY, self.worker_id, card)
-            pipe.execute()
+        membership.beat(self.client, card, ttl_ms=self.lease_ms)
         if claim is not None:
             queue.renew(self.client, self.scripts, claim, lease_ms=self.lease_ms)
 
@@ -313,7 +306,7 @@ class Worker:
 
     def _sign_off(self) -> None:
         try:
-            self.client.delete(store.heartbeat_key(self.worker_id))
+            membership.sign_off(self.client, self.worker_id)
         except VALKEY_DOWN:
             # Nothing to clean: the key expires by itself within one lease.
             pass
@@ -338,43 +331,6 @@ class Worker:
         if self._grace_deadline is not None and time.monotonic() >= self._grace_deadline - 0.005:
             raise GraceOver()
         raise TaskTimeout()
-
-
-def run_steps(
-    step: Callable[[], object],
-    *,
-    stopped: Callable[[], bool],
-    stop: Callable[[str], None],
-    pause: Callable[[float], object],
-    what: str,
-) -> None:
-    """Call ``step`` until ``stopped()``: the loop of the worker and of the
-    scheduler. While Valkey is unreachable it backs off (growing, capped,
-    jittered: :func:`reconnect_delay`) and resumes by itself when Valkey is
-    back; ``pause(seconds)`` waits, and returns early when a stop is asked.
-    Any other error is logged with its traceback (the one broad ``except`` of
-    a consumer) and the loop goes on after a second. If the parent process
-    (the supervisor) disappears, ``stop`` is called with that reason."""
-    parent = os.getppid()
-    failures = 0
-    while not stopped():
-        try:
-            step()
-            failures = 0
-        except VALKEY_DOWN as error:
-            failures += 1
-            delay = reconnect_delay(failures)
-            log.warning(
-                "Valkey unreachable; backing off",
-                extra={"error": str(error), "delay_seconds": round(delay, 3)},
-            )
-            pause(delay)
-        except Exception:
-            # Boundary of one step: log the traceback, keep serving.
-            log.exception(f"unexpected error in a {what}")
-            pause(1.0)
-        if os.getppid() != parent:
-            stop("the supervisor is gone")
 
 
 def run_worker(settings: Settings, worker_id: str) -> None:

@@ -327,19 +327,11 @@ def dead_letter(app, client) -> str:
     task_id = accepted(post_task(app, a="1", b="2"))
     scripts = queue.Scripts(client)
     claim = queue.take(client, scripts, "node-1/w9", lease_ms=2000, block_seconds=0.1)
-    outcome = queue.retry(
-        client,
-        scripts,
-        claim.task_id,
-        node_id="node-1",
-        worker_id=claim.worker_id,
-        attempt=claim.attempt,
-        reason="worker_lost",
-        error="the test gave up",
-        max_attempts=1,
-        delay_seconds=0,
-        result_ttl=60,
+    hand_back = queue.HandBack(
+        claim.task_id, claim.worker_id, claim.attempt, "worker_lost", "the test gave up"
     )
+    policy = queue.RetryPolicy(max_attempts=1, base_backoff_seconds=0.5, result_ttl_seconds=60)
+    outcome = queue.retry(scripts, hand_back, policy, node_id="node-1")
     assert outcome == "dead"
     return task_id
 

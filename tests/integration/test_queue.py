@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from wizard import queue, store
+from wizard import metrics, queue, store
 
 
 @pytest.fixture
@@ -20,24 +20,30 @@ def take(client, scripts, worker_id="node-1/w1", fetch="blmove"):
 
 def hand_back(client, scripts, claim, *, reason, max_attempts=3, delay_seconds=0):
     """Give ``claim``'s task back, as its worker (or the reaper) would."""
-    return queue.retry(
-        client,
-        scripts,
+    hand_back = queue.HandBack(
         claim.task_id,
-        node_id="node-1",
-        worker_id=claim.worker_id,
-        attempt=claim.attempt,
-        reason=reason,
-        error=f"{reason} (test)",
-        max_attempts=max_attempts,
+        claim.worker_id,
+        claim.attempt,
+        reason,
+        f"{reason} (test)",
         delay_seconds=delay_seconds,
-        result_ttl=60,
     )
+    policy = queue.RetryPolicy(
+        max_attempts=max_attempts, base_backoff_seconds=0.5, result_ttl_seconds=60
+    )
+    return queue.retry(scripts, hand_back, policy, node_id="node-1")
 
 
 def finish(client, scripts, claim, **outcome):
     return queue.finish(
-        client, scripts, claim, node_id="node-1", result_ttl=60, duration_ms=1.0, **outcome
+        client,
+        scripts,
+        claim,
+        node_id="node-1",
+        result_ttl=60,
+        duration_ms=1.0,
+        bucket=metrics.duration_bucket(1.0),
+        **outcome,
     )
 
 

@@ -1,0 +1,155 @@
+"""Membership: which workers exist, which are alive, and what each is doing.
+
+Every worker writes a *beat* every ``heartbeat_seconds``: its card (a small
+JSON object, :class:`WorkerCard`) goes to two places in one round trip:
+
+- ``worker:<id>``, a string that expires after one lease: it exists exactly
+  while the worker is alive (the reaper and ``/readyz`` check it);
+- the ``workers`` hash, field ``<id>``: the last card of every worker ever
+  seen, so ``/cluster`` can show dead ones greyed out until they are
+  forgotten (:data:`STALE_AFTER` seconds after their last beat).
+
+A worker id is ``<node>/w<n>`` (:func:`worker_id`), built only here::
+
+    >>> worker_id("node-1", 2)
+    'node-1/w2'
+    >>> card = WorkerCard("node-1/w2", node="node-1", pid=41, at=1700000000.0)
+    >>> card.to_json()
+    '{"node": "node-1", "pid": 41, "at": 1700000000.0, "tasks_done": 0, "task_id": null}'
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+
+import valkey
+
+from . import store
+
+#: A worker whose last beat is older than this is left out of ``/cluster``
+#: and forgotten by the scheduler, seconds (one hour).
+STALE_AFTER = 3600.0
+
+
+def worker_id(node_id: str, n: int) -> str:
+    """The id of worker number ``n`` (1, 2, ...) of node ``node_id``."""
+    return f"{node_id}/w{n}"
+
+
+def node_worker_ids(node_id: str, workers: int) -> list[str]:
+    """The ids of the ``workers`` workers a node runs, in order."""
+    return [worker_id(node_id, n) for n in range(1, workers + 1)]
+
+
+@dataclass(frozen=True)
+class WorkerCard:
+    """One worker's last heartbeat, as stored (JSON) under its id.
+
+    ``at`` is when it beat (Unix seconds, the worker's clock); ``task_id``
+    the task it held then (None when idle); ``tasks_done`` how many tasks it
+    has recorded since it started.
+    """
+
+    worker_id: str
+    node: str
+    pid: int | None
+    at: float
+    tasks_done: int = 0
+    task_id: str | None = None
+
+    def to_json(self) -> str:
+        """The stored form: ``{"node", "pid", "at", "tasks_done", "task_id"}``."""
+        fields = {
+            "node": self.node,
+            "pid": self.pid,
+            "at": self.at,
+            "tasks_done": self.tasks_done,
+            "task_id": self.task_id,
+        }
+        return json.dumps(fields)
+
+    @classmethod
+    def from_json(cls, worker: str, text: str) -> WorkerCard:
+        """Decode the stored form of ``worker``'s card."""
+        fields = json.loads(text)
+        return cls(
+            worker_id=worker,
+            node=fields.get("node", ""),
+            pid=fields.get("pid"),
+            at=fields.get("at", 0),
+            tasks_done=fields.get("tasks_done", 0),
+            task_id=fields.get("task_id"),
+        )
+
+    def age_seconds(self, now: float) -> float:
+        """Seconds since this beat, never negative."""
+        return max(0.0, now - self.at)
+
+
+def beat(client: valkey.Valkey, card: WorkerCard, *, ttl_ms: int) -> None:
+    """Write ``card``: the heartbeat key (expiring after ``ttl_ms``
+    milliseconds) and the registry entry, in one round trip.
+
+    Raises:
+        valkey.ConnectionError, valkey.TimeoutError: Valkey is unreachable.
+    """
+    text = card.to_json()
+    with client.pipeline(transaction=False) as pipe:
+        pipe.set(store.heartbeat_key(card.worker_id), text, px=ttl_ms)
+        pipe.hset(store.WORKER_REGISTRY, card.worker_id, text)
+        pipe.execute()
+
+
+def sign_off(client: valkey.Valkey, worker: str) -> None:
+    """Delete ``worker``'s heartbeat key: it stopped on purpose.
+
+    Raises:
+        valkey.ConnectionError, valkey.TimeoutError: Valkey is unreachable.
+    """
+    client.delete(store.heartbeat_key(worker))
+
+
+def queue_is_alive(pipe: valkey.client.Pipeline, worker: str) -> None:
+    """Add "does ``worker`` heartbeat?" to ``pipe`` (its reply: 1 or 0)."""
+    pipe.exists(store.heartbeat_key(worker))
+
+
+def alive(client: valkey.Valkey, workers: list[str]) -> list[bool]:
+    """For each of ``workers``, whether its heartbeat key exists (one round
+    trip).
+
+    Raises:
+        valkey.ConnectionError, valkey.TimeoutError: Valkey is unreachable.
+    """
+    with client.pipeline(transaction=False) as pipe:
+        for worker in workers:
+            queue_is_alive(pipe, worker)
+        return [bool(found) for found in pipe.execute()]
+
+
+def registered(client: valkey.Valkey) -> list[str]:
+    """Ids of every worker in the registry, alive or not."""
+    return list(client.hkeys(store.WORKER_REGISTRY))
+
+
+def cards(client: valkey.Valkey) -> list[WorkerCard]:
+    """Every card in the registry, sorted by worker id."""
+    found = client.hgetall(store.WORKER_REGISTRY)
+    return [WorkerCard.from_json(w, text) for w, text in sorted(found.items())]
+
+
+def forget_stale(client: valkey.Valkey, now: float | None = None) -> list[str]:
+    """Drop from the registry every worker whose last beat is more than
+    :data:`STALE_AFTER` seconds before ``now`` (default: this clock).
+    Returns their ids.
+
+    Raises:
+        valkey.ConnectionError, valkey.TimeoutError: Valkey is unreachable.
+    """
+    now = time.time() if now is None else now
+    stale = [c.worker_id for c in cards(client) if now - c.at > STALE_AFTER]
+    for worker in stale:
+        client.hdel(store.WORKER_REGISTRY, worker)
+    return stale

@@ -1,0 +1,156 @@
+"""Producing: store a new task and enqueue its id.
+
+The producer writes the task hash and pushes its id in one MULTI/EXEC
+(:func:`submit`), so a task is never queued half-written. With an
+idempotency key (:func:`submit_once`), a repeated request names the task the
+first one created instead of creating a second.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+
+import valkey
+
+from .. import store
+from ..operations import Number
+from .task import TaskStatus, new_task_id
+
+#: How long an idempotency key remembers its task, seconds (24 hours).
+IDEMPOTENCY_TTL = 86400
+
+
+class KeyReused(ValueError):
+    """Raised when an idempotency key comes back with a different operation
+    or operands than the task it first created."""
+
+
+class NotDurable(RuntimeError):
+    """Raised when WIZARD_DURABLE_ACK is on and Valkey did not fsync the task
+    to its append-only file in time (or has the AOF off): the task is queued
+    and will probably run, but may not survive a crash of Valkey.
+    ``task_id`` names it."""
+
+    def __init__(self, message: str, task_id: str) -> None:
+        super().__init__(message)
+        self.task_id = task_id
+
+
+def submit(
+    client: valkey.Valkey,
+    operation: str,
+    a: Number,
+    b: Number,
+    *,
+    accepted_by: str,
+    durable: bool = False,
+) -> str:
+    """Store a new task and enqueue its id, atomically (one MULTI/EXEC).
+
+    With ``durable``, waits (WAITAOF, up to 1 s) until Valkey has written the
+    transaction to its append-only file, so a 202 survives a crash of Valkey.
+
+    Returns the task id.
+
+    Raises:
+        valkey.ConnectionError, valkey.TimeoutError: Valkey is unreachable.
+        valkey.ResponseError: Valkey refused (out of memory, AOF off).
+        NotDurable: ``durable`` and the write was not confirmed on disk.
+    """
+    task_id = new_task_id()
+    with client.pipeline(transaction=True) as tx:
+        _enqueue(tx, task_id, operation, a, b, accepted_by)
+        tx.execute()
+    if durable:
+        _wait_for_aof(client, task_id)
+    return task_id
+
+
+def _enqueue(tx, task_id: str, operation: str, a: Number, b: Number, accepted_by: str) -> None:
+    """Queue the writes of a new task on the transaction ``tx``."""
+    fields = {
+        "operation": operation,
+        "a": json.dumps(a),
+        "b": json.dumps(b),
+        "status": TaskStatus.PENDING.value,
+        "accepted_by": accepted_by,
+        "attempts": 0,
+        "created_at": repr(time.time()),
+    }
+    tx.hset(store.task_key(task_id), mapping=fields)
+    tx.lpush(store.TASK_QUEUE, task_id)
+    tx.lpush(store.RECENT_TASKS, task_id)
+
+
+def submit_once(
+    client: valkey.Valkey,
+    idempotency_key: str,
+    operation: str,
+    a: Number,
+    b: Number,
+    *,
+    accepted_by: str,
+    durable: bool = False,
+) -> tuple[str, bool]:
+    """Like :func:`submit`, but at most once per ``idempotency_key``: a client
+    that got no answer (a timeout, a 503 after Valkey stalled) can send the
+    same request again without creating a second task.
+
+    Check-and-set with WATCH/MULTI/EXEC (optimistic locking): if another
+    request with the same key commits between our read and our EXEC, the
+    transaction is refused and we read again. The key expires after
+    IDEMPOTENCY_TTL seconds. As in the IETF draft "The Idempotency-Key HTTP
+    Header Field" (draft-ietf-httpapi-idempotency-key-header).
+
+    Returns (task id, created): created is False when the key already named a
+    task, whose id is returned.
+
+    Raises:
+        KeyReused: the key named a task with other input.
+        valkey.ConnectionError, valkey.TimeoutError: Valkey is unreachable.
+        NotDurable: ``durable`` and the write was not confirmed on disk.
+    """
+    key = store.idempotency_key(idempotency_key)
+    task_id = new_task_id()
+    with client.pipeline(transaction=True) as tx:
+        while True:
+            try:
+                tx.watch(key)
+                existing = tx.get(key)
+                if existing is not None:
+                    tx.unwatch()
+                    _check_same_input(client, existing, operation, a, b)
+                    return existing, False
+                tx.multi()
+                tx.set(key, task_id, ex=IDEMPOTENCY_TTL)
+                _enqueue(tx, task_id, operation, a, b, accepted_by)
+                tx.execute()
+                break
+            except valkey.WatchError:
+                # Another request with this key committed first: read again.
+                continue
+    if durable:
+        _wait_for_aof(client, task_id)
+    return task_id, True
+
+
+def _check_same_input(client: valkey.Valkey, task_id: str, operation: str, a, b) -> None:
+    stored = client.hmget(store.task_key(task_id), "operation", "a", "b")
+    if stored[0] is None:
+        return  # the task itself has expired; the key still names it
+    if stored != [operation, json.dumps(a), json.dumps(b)]:
+        raise KeyReused(
+            f"this Idempotency-Key already created task {task_id} with other input; "
+            "use a new key for a new task"
+        )
+
+
+def _wait_for_aof(client: valkey.Valkey, task_id: str) -> None:
+    try:
+        local, _replicas = client.execute_command("WAITAOF", 1, 0, 1000)
+    except valkey.ResponseError as error:
+        # WAITAOF refuses outright when appendonly is off.
+        raise NotDurable(f"Valkey cannot confirm durability ({error})", task_id) from None
+    if local < 1:
+        raise NotDurable("Valkey did not confirm the append-only file write within 1 s", task_id)
