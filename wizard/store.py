@@ -36,8 +36,9 @@ DEAD_LETTER_QUEUE = "dead_letter_queue"
 RECENT_TASKS = "tasks:recent"
 RECENT_LIMIT = 200
 
-#: hash worker id -> JSON {"node", "pid", "at"}: every worker ever seen,
-#: with its last heartbeat, so /cluster can show dead ones greyed out.
+#: hash worker id -> its last heartbeat card, JSON {"node", "pid", "at",
+#: "tasks_done", "task_id"} (wizard.membership.WorkerCard): every worker
+#: seen within the last hour, so /cluster can show dead ones greyed out.
 WORKER_REGISTRY = "workers"
 
 #: string holding the node id of the one scheduler allowed to reap and
