@@ -27,7 +27,7 @@ from pathlib import Path
 
 import valkey
 
-from . import __version__, membership, metrics, queue, store
+from . import __version__, access, membership, metrics, queue, store
 from .config import Settings
 from .operations import (
     InvalidOperand,
@@ -38,6 +38,7 @@ from .operations import (
 )
 from .ratelimit import RateLimiter
 from .router import (
+    IDENTITY_KEY,
     BadRequest,
     Forbidden,
     NotFound,
@@ -79,14 +80,25 @@ class Api:
                 self.client, per_second=settings.rate_limit, burst=settings.rate_burst
             )
         self.http_metrics = metrics.ApiMetrics()
+        self.access = None
+        if settings.access_enabled:
+            policy = access.AccessPolicy.for_team(
+                settings.access_team_domain, settings.access_aud, settings.access_jwks_url
+            )
+            self.access = access.AccessVerifier(policy)
         self.router = Router(self.routes(), node_id=settings.node_id)
         self.hostname = socket.gethostname()
 
     def __call__(self, environ: dict, start_response) -> list[bytes]:
-        """The WSGI entry point (PEP 3333)."""
+        """The WSGI entry point (PEP 3333). With Access on, a request without
+        a valid token is answered 403 here, before any route runs."""
         request = Request(environ)
         started = time.perf_counter()
-        route, response = self.router.dispatch(request)
+        refusal = self._check_access(request)
+        if refusal is None:
+            route, response = self.router.dispatch(request)
+        else:
+            route, response = None, refusal
         seconds = time.perf_counter() - started
         pattern = route.pattern if route else "unmatched"
         self.http_metrics.observe(pattern, request.method, response.status, seconds)
@@ -98,9 +110,31 @@ class Api:
                 "path": request.path,
                 "status": response.status,
                 "duration_ms": round(seconds * 1000, 3),
+                "identity": environ.get(IDENTITY_KEY),
             },
         )
         return start_response_for(response, request, start_response)
+
+    def _check_access(self, request: Request) -> Response | None:
+        """Verify the request's Cloudflare Access token (wizard/access.py).
+        On success, record the identity in the environ (it becomes
+        ``request.client``) and return None; otherwise the problem to send:
+        403, or 503 when the team's keys cannot be fetched."""
+        if self.access is None or request.path in access.OPEN_PATHS:
+            return None
+        try:
+            identity = self.access.identity(access.token_of(request.environ))
+        except access.Denied as error:
+            # No token, a forged, expired or foreign one: the client's fault.
+            log.info(
+                "access denied", extra={"request_id": request.request_id, "reason": str(error)}
+            )
+            return self.router.problem(Forbidden(str(error)))
+        except access.KeysUnavailable as error:
+            # Cloudflare's key set is out of reach: nobody can be checked.
+            return self.router.problem(ServiceUnavailable(str(error), retry_after=5))
+        request.environ[IDENTITY_KEY] = identity
+        return None
 
     @contextlib.contextmanager
     def valkey(self) -> Iterator[valkey.Valkey]:
@@ -273,6 +307,7 @@ class Api:
                     b,
                     accepted_by=self.settings.node_id,
                     durable=self.settings.durable_ack,
+                    client_id=request.client,
                 )
             except queue.KeyReused as error:
                 raise UnprocessableContent(str(error)) from None

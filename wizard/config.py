@@ -14,6 +14,7 @@ variable (:class:`ConfigError`).
 
 from __future__ import annotations
 
+import importlib.util
 import math
 import os
 import socket
@@ -103,6 +104,25 @@ def _text(name: str, raw: str) -> str:
     return raw
 
 
+def _readable_file(name: str, raw: str) -> str:
+    if raw and not os.access(raw, os.R_OK):
+        raise ConfigError(f"{name} must name a file this user can read, got {raw!r}")
+    return raw
+
+
+def _hostname(name: str, raw: str) -> str:
+    value = raw.strip().removeprefix("https://").rstrip("/")
+    if value and not all(c.isalnum() or c in "-." for c in value):
+        raise ConfigError(f"{name} must be like myteam.cloudflareaccess.com, got {raw!r}")
+    return value
+
+
+def _http_url(name: str, raw: str) -> str:
+    if raw and not raw.startswith(("https://", "http://")):
+        raise ConfigError(f"{name} must be an https:// URL, got {raw!r}")
+    return raw
+
+
 @dataclass(frozen=True)
 class Settings:
     """Everything a node needs to know, with units in the names or comments.
@@ -164,6 +184,19 @@ class Settings:
     #: How many requests a client may make at once above that rate
     #: (``WIZARD_RATE_BURST``).
     rate_burst: int = 20
+    #: A file holding the Valkey password of the user in ``VALKEY_URL``
+    #: (``VALKEY_PASSWORD_FILE``: a compose secret, a Kubernetes Secret, or
+    #: the file ``make run`` writes under var/); empty: none, or in the URL.
+    valkey_password_file: str = ""
+    #: The Cloudflare Zero Trust team, ``myteam`` or
+    #: ``myteam.cloudflareaccess.com`` (``WIZARD_ACCESS_TEAM_DOMAIN``). With
+    #: ``access_aud`` it turns on the Access check of wizard/access.py.
+    access_team_domain: str = ""
+    #: The Access application's AUD tag (``WIZARD_ACCESS_AUD``).
+    access_aud: str = ""
+    #: Where the team's signing keys are, overriding the team's certs URL
+    #: (``WIZARD_ACCESS_JWKS_URL``; tests serve their own).
+    access_jwks_url: str = ""
 
     # Each setting: (environment variable, parser). The field order above is
     # the order of this table; from_env walks it.
@@ -191,6 +224,10 @@ class Settings:
             "block_seconds": ("WIZARD_BLOCK_SECONDS", _seconds(0.05, 60)),
             "rate_limit": ("WIZARD_RATE_LIMIT", _rate),
             "rate_burst": ("WIZARD_RATE_BURST", _integer(1, 100000)),
+            "valkey_password_file": ("VALKEY_PASSWORD_FILE", _readable_file),
+            "access_team_domain": ("WIZARD_ACCESS_TEAM_DOMAIN", _hostname),
+            "access_aud": ("WIZARD_ACCESS_AUD", _text),
+            "access_jwks_url": ("WIZARD_ACCESS_JWKS_URL", _http_url),
         }
 
     @classmethod
@@ -221,16 +258,33 @@ class Settings:
         the reaper waits for its lease to expire."""
         return min(1.0, self.lease_seconds / 3)
 
+    @property
+    def access_enabled(self) -> bool:
+        """True when every request but the probes must carry a valid
+        Cloudflare Access token (both access settings are set)."""
+        return bool(self.access_team_domain and self.access_aud)
+
     def check(self) -> None:
         """Check the relations between settings.
 
         Raises:
-            ConfigError: the lease is too short to be renewed in time.
+            ConfigError: the lease is too short to be renewed in time; only
+                one of the two Access settings is set; Access is on and
+                PyJWT (the ``public`` extra) is not installed.
         """
         if self.block_seconds * 2 >= self.lease_seconds:
             raise ConfigError(
                 "WIZARD_LEASE_SECONDS must be more than twice WIZARD_BLOCK_SECONDS, "
                 f"got {self.lease_seconds:g} and {self.block_seconds:g}"
+            )
+        if bool(self.access_team_domain) != bool(self.access_aud):
+            raise ConfigError(
+                "set both WIZARD_ACCESS_TEAM_DOMAIN and WIZARD_ACCESS_AUD (or neither)"
+            )
+        if self.access_enabled and importlib.util.find_spec("jwt") is None:
+            raise ConfigError(
+                "WIZARD_ACCESS_AUD is set but PyJWT is missing; "
+                "install the public extra: pip install '.[public]'"
             )
 
     def to_env(self) -> dict[str, str]:

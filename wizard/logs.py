@@ -33,6 +33,7 @@ FIELDS = (
     "delay_seconds",
     "error",
     "url",
+    "identity",
 )
 
 

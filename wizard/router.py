@@ -40,6 +40,27 @@ MAX_BODY_BYTES = 16 * 1024
 #: Where the ``type`` URIs of our problem documents point (RFC 9457 §3.1.1).
 PROBLEM_BASE = "https://math-wizard.example/problems/"
 
+#: The WSGI environ key holding the identity verified by wizard/access.py
+#: (an email or a subject); only the node itself ever sets it.
+IDENTITY_KEY = "wizard.identity"
+
+#: Sent with every response of a node (and, by ops/nginx/security-headers.conf,
+#: with every answer nginx makes itself). The dashboard loads its scripts and
+#: styles from /static only, so the policy needs no 'unsafe-inline':
+#: an injected <script> or inline handler does not run. frame-ancestors
+#: 'none' forbids framing the dashboard (clickjacking); nosniff stops a
+#: browser from running a JSON body as a script; no-referrer keeps task ids
+#: in URLs out of other sites' logs. (CSP Level 3, W3C; RFC 7034 for framing.)
+SECURITY_HEADERS = {
+    "Content-Security-Policy": (
+        "default-src 'self'; object-src 'none'; base-uri 'none'; "
+        "form-action 'self'; frame-ancestors 'none'"
+    ),
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "X-Frame-Options": "DENY",
+}
+
 
 # --- errors ---------------------------------------------------------------
 
@@ -172,8 +193,13 @@ class Request:
 
     @property
     def client(self) -> str:
-        """The client's address: the last ``X-Forwarded-For`` hop (the one our
-        gateway appended; earlier hops are the client's word), else the peer."""
+        """Who the client is: the identity verified from its Cloudflare Access
+        token when there is one (:data:`IDENTITY_KEY`, set by the API before
+        routing), else the last ``X-Forwarded-For`` hop (the one our gateway
+        appended; earlier hops are the client's word), else the peer."""
+        verified = self.environ.get(IDENTITY_KEY)
+        if verified:
+            return verified
         forwarded = self.header("X-Forwarded-For")
         if forwarded:
             return forwarded.rsplit(",", 1)[-1].strip()
@@ -354,8 +380,9 @@ class Router:
 
 def start_response_for(response: Response, request: Request, start_response) -> list[bytes]:
     """Send ``response`` through WSGI ``start_response``; HEAD gets no body.
-    Adds ``X-Request-ID``. Returns the WSGI body iterable."""
-    headers = dict(response.headers)
+    Adds ``X-Request-ID`` and the SECURITY_HEADERS. Returns the WSGI body
+    iterable."""
+    headers = {**SECURITY_HEADERS, **response.headers}
     headers["X-Request-ID"] = request.request_id
     headers["Content-Length"] = str(len(response.body))
     status = f"{response.status} {HTTPStatus(response.status).phrase}"

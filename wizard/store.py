@@ -15,6 +15,8 @@ a Valkey connection is never shared across a fork or a spawn.
 
 from __future__ import annotations
 
+import hashlib
+
 import valkey
 
 from .config import Settings
@@ -54,8 +56,9 @@ STATS_PREFIX = "stats:node:"
 #: "<op>|sum" -> total milliseconds. Written by that node's workers.
 DURATION_PREFIX = "stats:duration:"
 
-#: string per Idempotency-Key header value: the id of the task it created,
-#: so a retried POST /task returns that task instead of making another.
+#: string per client and Idempotency-Key header value: the id of the task it
+#: created, so a retried POST /task returns that task instead of making
+#: another. Scoped per client: one client's key never names another's task.
 IDEMPOTENCY_PREFIX = "idempotency:"
 
 #: string per client holding its GCRA "theoretical arrival time" (Unix
@@ -95,10 +98,14 @@ def duration_key(node_id: str) -> str:
     return DURATION_PREFIX + node_id
 
 
-def idempotency_key(key: str) -> str:
+def idempotency_key(client_id: str, key: str) -> str:
     """String naming the task created by a client's Idempotency-Key;
-    expires after a day (see IDEMPOTENCY_PREFIX)."""
-    return IDEMPOTENCY_PREFIX + key
+    expires after a day (see IDEMPOTENCY_PREFIX). ``client_id`` (an address
+    or a verified Access identity) enters as 16 hex digits of its SHA-256,
+    so every key has the same shape whatever characters the identity has:
+    ``idempotency:<client hash>:<key>``."""
+    scope = hashlib.sha256(client_id.encode()).hexdigest()[:16]
+    return f"{IDEMPOTENCY_PREFIX}{scope}:{key}"
 
 
 def rate_limit_key(client_id: str) -> str:

@@ -95,10 +95,11 @@ def test_the_port_is_8000_for_both_docker_and_the_node(dockerfile):
     assert "WIZARD_PORT=8000" in " ".join(arguments_of(dockerfile, "ENV"))
 
 
-def test_the_app_is_installed_in_place_with_runtime_dependencies_only(dockerfile):
+def test_the_app_is_installed_in_place_with_the_public_extra_only(dockerfile):
     runs = " ".join(arguments_of(dockerfile, "RUN"))
-    assert "pip install --no-cache-dir -e /app" in runs
-    assert "[" not in runs.split("pip install", 1)[1], "no extras: runtime dependencies only"
+    assert "pip install --no-cache-dir -e '/app[public]'" in runs
+    extras = runs.split("pip install", 1)[1].split("[", 1)[1].split("]", 1)[0]
+    assert extras == "public", "runtime dependencies and PyJWT only: no dev or local tools"
     assert arguments_of(dockerfile, "WORKDIR") == ["/app"]
     assert arguments_of(dockerfile, "COPY") == [". /app"]
 

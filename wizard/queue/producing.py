@@ -92,8 +92,10 @@ def submit_once(
     *,
     accepted_by: str,
     durable: bool = False,
+    client_id: str = "",
 ) -> tuple[str, bool]:
-    """Like :func:`submit`, but at most once per ``idempotency_key``: a client
+    """Like :func:`submit`, but at most once per ``idempotency_key`` of one
+    ``client_id`` (keys are scoped per client): a client
     that got no answer (a timeout, a 503 after Valkey stalled) can send the
     same request again without creating a second task.
 
@@ -111,7 +113,7 @@ def submit_once(
         valkey.ConnectionError, valkey.TimeoutError: Valkey is unreachable.
         NotDurable: ``durable`` and the write was not confirmed on disk.
     """
-    key = store.idempotency_key(idempotency_key)
+    key = store.idempotency_key(client_id, idempotency_key)
     task_id = new_task_id()
     with client.pipeline(transaction=True) as tx:
         while True:
