@@ -428,7 +428,7 @@ def bare(cluster: LocalCluster, plan: Plan, processes: int) -> dict:
     """The bare loop's drain of as many tasks, by ``processes`` processes
     (their CPU time is in ``client``: they are this process's children)."""
     with Meter({"valkey": [cluster.valkey.pid]}) as meter:
-        found = ceilings.bare_drain(cluster.valkey_url, tasks=plan.drain_tasks, processes=processes)
+        found = ceilings.bare_drain(cluster.admin_url, tasks=plan.drain_tasks, processes=processes)
     return {
         "rate_per_process": found.rate_per_process,
         "other_processes_cores": meter.other_cores,
@@ -517,7 +517,7 @@ def latency_phase(plan: Plan, cluster: LocalCluster, client) -> dict:
 def latency_floor(plan: Plan, cluster: LocalCluster) -> dict:
     """The latency of the same trip by a bare producer and consumer (run
     while the nodes are stopped, so nothing else takes the ids)."""
-    floor = ceilings.bare_latency(cluster.valkey_url, samples=plan.latency_samples)
+    floor = ceilings.bare_latency(cluster.admin_url, samples=plan.latency_samples)
     return {"bare_p50_ms": floor.percentile(50), "bare_p99_ms": floor.percentile(99)}
 
 
@@ -750,7 +750,7 @@ def run(plan: Plan) -> dict:
             hello.start()
             cluster.start()
             seen.update(cluster.pids(), (p.pid for p in hello.parts()))
-            client = store.connect(Settings(valkey_url=cluster.valkey_url))
+            client = store.connect(Settings(valkey_url=cluster.admin_url))
             http = http_phase(plan, hello, cluster, client)
             hello.stop()
             stop_nodes(cluster, list(cluster.nodes))

@@ -217,11 +217,13 @@ class Api:
         worker_ids = membership.node_worker_ids(self.settings.node_id, self.settings.workers)
         with self.valkey() as client:
             with client.pipeline(transaction=False) as pipe:
-                pipe.config_get("maxmemory-policy")
+                # INFO, not CONFIG GET: the nodes' Valkey user may not
+                # touch the configuration (ops/valkey/wizard-user.acl).
+                pipe.info("memory")
                 for worker_id in worker_ids:
                     membership.queue_is_alive(pipe, worker_id)
-                policy, *alive = pipe.execute()
-        eviction = policy.get("maxmemory-policy", "")
+                memory, *alive = pipe.execute()
+        eviction = memory.get("maxmemory_policy", "")
         if eviction != "noeviction":
             raise ServiceUnavailable(
                 f"Valkey maxmemory-policy is {eviction!r}; set it to noeviction "

@@ -23,12 +23,15 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import signal
-import socket
 import sys
 import time
 from pathlib import Path
 
+import valkey
+
+from . import acl
 from .processes import (
     READY_TIMEOUT,
     ClusterError,
@@ -77,6 +80,11 @@ class EmbeddedValkey(Part):
 
     def __init__(self, port: int, var_dir: Path, host: str = "127.0.0.1") -> None:
         data = Path(var_dir) / "valkey"
+        secrets_dir = Path(var_dir) / "secrets"
+        #: The nodes' password file (VALKEY_PASSWORD_FILE), mode 0600.
+        self.node_password_file = secrets_dir / acl.NODE_PASSWORD_FILE
+        self.admin_password = acl.ensure_password(secrets_dir / acl.ADMIN_PASSWORD_FILE)
+        self.acl_path = data / "users.acl"
         argv = [
             valkey_binary(),
             str(OPS / "valkey" / "valkey.conf"),
@@ -86,6 +94,10 @@ class EmbeddedValkey(Part):
             host,
             "--dir",
             str(data),
+            # Users and passwords (wizard/acl.py): default off, the nodes'
+            # user with ops/valkey/wizard-user.acl, an admin for tests.
+            "--aclfile",
+            str(self.acl_path),
         ]
         super().__init__("valkey", argv, Path(var_dir) / "logs" / "valkey.log")
         self.host = host
@@ -94,7 +106,21 @@ class EmbeddedValkey(Part):
 
     @property
     def url(self) -> str:
-        return f"valkey://{self.host}:{self.port}/0"
+        """The admin's URL, password included (tests, chaos, a terminal)."""
+        return f"valkey://{acl.ADMIN_USER}:{self.admin_password}@{self.host}:{self.port}/0"
+
+    @property
+    def node_url(self) -> str:
+        """The nodes' URL; their password is in :attr:`node_password_file`."""
+        return f"valkey://{acl.NODE_USER}@{self.host}:{self.port}/0"
+
+    def write_acl(self) -> None:
+        """Write the ACL file (mode 0600) from the password files."""
+        node_password = acl.ensure_password(self.node_password_file)
+        self.data.mkdir(parents=True, exist_ok=True)
+        descriptor = os.open(self.acl_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(descriptor, "w") as file:
+            file.write(acl.acl_file(node_password, self.admin_password))
 
     def start(self) -> None:
         """Start the server and wait until it answers PING (AOF loaded).
@@ -102,19 +128,21 @@ class EmbeddedValkey(Part):
         Raises:
             ClusterError: it exited or did not answer in time.
         """
-        self.data.mkdir(parents=True, exist_ok=True)
+        self.write_acl()
         super().start()
         wait_until(self.answers, "Valkey", process=self.process)
 
     def answers(self) -> bool:
-        """True if the server answers PING with PONG."""
+        """True if the server answers the admin's PING (so it has loaded
+        its AOF and its users)."""
+        client = valkey.Valkey.from_url(self.url, socket_timeout=1, socket_connect_timeout=1)
         try:
-            with socket.create_connection((self.host, self.port), timeout=1) as conn:
-                conn.sendall(b"PING\r\n")
-                return conn.recv(64).startswith(b"+PONG")
-        except OSError:
-            # Not listening yet (or refusing while it loads its AOF).
+            return client.ping()
+        except valkey.ValkeyError:
+            # Not listening yet, or LOADING while it replays its AOF.
             return False
+        finally:
+            client.close()
 
 
 class LocalCluster:
@@ -156,8 +184,25 @@ class LocalCluster:
 
     @property
     def valkey_url(self) -> str:
-        """Where the nodes find Valkey."""
-        return self.external_valkey or f"valkey://{self.host}:{self.valkey_port}/0"
+        """Where the nodes find Valkey (as the ``wizard`` user, whose
+        password is in :attr:`valkey_password_file`)."""
+        return self.external_valkey or f"valkey://{acl.NODE_USER}@{self.host}:{self.valkey_port}/0"
+
+    @property
+    def valkey_password_file(self) -> Path | None:
+        """The nodes' Valkey password file (None with an external Valkey)."""
+        if self.external_valkey:
+            return None
+        return self.var_dir / "secrets" / acl.NODE_PASSWORD_FILE
+
+    @property
+    def admin_url(self) -> str:
+        """The embedded Valkey's admin URL, for tests that break things on
+        purpose (CONFIG SET, DEBUG); the external URL otherwise."""
+        if self.external_valkey:
+            return self.external_valkey
+        admin = acl.ensure_password(self.var_dir / "secrets" / acl.ADMIN_PASSWORD_FILE)
+        return f"valkey://{acl.ADMIN_USER}:{admin}@{self.host}:{self.valkey_port}/0"
 
     @property
     def url(self) -> str:
@@ -187,8 +232,10 @@ class LocalCluster:
 
     def start_node(self, name: str) -> None:
         """Start node ``name`` (``node-1``...) on its port; do not wait."""
+        password_file = self.valkey_password_file
         env = {
             "VALKEY_URL": self.valkey_url,
+            "VALKEY_PASSWORD_FILE": "" if password_file is None else str(password_file),
             "WIZARD_NODE_ID": name,
             "WIZARD_HOST": self.host,
             "WIZARD_PORT": str(self.node_ports[name]),
@@ -403,6 +450,8 @@ def _banner(cluster: LocalCluster) -> str:
     for name in cluster.node_ports:
         lines.append(f"  {name:<19} {cluster.node_url(name)}   pid {cluster.nodes[name].pid}")
     lines.append(f"  valkey              {cluster.valkey_url}")
+    if cluster.valkey_password_file is not None:
+        lines.append(f"  valkey passwords    {cluster.valkey_password_file.parent}/ (mode 0600)")
     lines.append(f"  logs                {cluster.var_dir / 'logs'}/")
     lines.append("")
     lines.append(f"  try:  curl -s -X POST '{cluster.url}/task?a=1&b=2&operation=add'")

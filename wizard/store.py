@@ -122,13 +122,35 @@ def connect(settings: Settings, *, blocking_seconds: float = 0.0) -> valkey.Valk
     than raising ``TimeoutError``, and a frozen server is noticed in time for
     the API to answer 503 within a second.
 
+    The user is the one in the URL (``valkey://wizard@valkey:6379/0``); its
+    password comes from ``settings.valkey_password_file`` when that is set
+    (a secret mounted as a file), else from the URL, so no password has to
+    sit in an environment variable (ops/valkey/wizard-user.acl: what that
+    user may do).
+
     Connection errors are not retried inside the client: the caller decides
-    (the API answers 503, a worker backs off). Raises nothing itself.
+    (the API answers 503, a worker backs off). Raises OSError if the
+    password file cannot be read.
     """
     return valkey.Valkey.from_url(
         settings.valkey_url,
+        password=read_password(settings.valkey_password_file),
         socket_connect_timeout=0.5,
         socket_timeout=blocking_seconds + 0.5,
         health_check_interval=0,
         decode_responses=True,
     )
+
+
+def read_password(path: str) -> str | None:
+    """The password in the file ``path`` (one line; surrounding whitespace
+    and the final newline ignored), or None when ``path`` is empty so the
+    URL's own password, if any, is used.
+
+    Raises:
+        OSError: the file cannot be read.
+    """
+    if not path:
+        return None
+    with open(path, encoding="utf-8") as file:
+        return file.read().strip()

@@ -84,7 +84,7 @@ class Chaos:
 
     def __post_init__(self):
         self.valkey = valkey.Valkey.from_url(
-            self.cluster.valkey_url, decode_responses=True, socket_timeout=5
+            self.cluster.admin_url, decode_responses=True, socket_timeout=5
         )
 
     # --- load -----------------------------------------------------------
