@@ -283,6 +283,7 @@ events {{
 }}
 http {{
     include {OPS}/nginx/wizard-http.conf;
+    include {OPS}/nginx/security-headers.conf;
     access_log {logs}/nginx-access.log wizard_json buffer=64k flush=1s;
     client_body_temp_path {prefix}/client_body_temp;
     proxy_temp_path {prefix}/proxy_temp;

@@ -227,7 +227,7 @@ def test_wizard_up_prints_the_urls_and_leaves_nothing_running_after_sigterm(laun
     assert f"Math Wizard is up:  {gateway}/" in text
     node_urls = re.findall(r"node-\d +(http://127\.0\.0\.1:\d+) +pid \d+", text)
     assert len(node_urls) == 2, text
-    assert re.search(r"valkey +valkey://127\.0\.0\.1:\d+/0", text), text
+    assert re.search(r"valkey +valkey://wizard@127\.0\.0\.1:\d+/0", text), text
     assert requests.get(gateway + "/whoami", timeout=10).status_code == 200
     for url in node_urls:
         assert requests.get(url + "/healthz", timeout=10).status_code == 200
