@@ -12,7 +12,7 @@ PY      := $(VENV)/bin/python
 PIP     := $(PY) -m pip --disable-pip-version-check -q
 CHROMIUM ?= /usr/bin/chromium
 
-.PHONY: run test chaos bench lint up down clean install-local install-dev chromium
+.PHONY: run test chaos bench lint up public certs down clean install-local install-dev install-public chromium
 
 # The virtual environment, created once.
 $(PY):
@@ -29,8 +29,13 @@ $(VENV)/.dev-installed: setup.cfg pyproject.toml | $(PY)
 	$(PIP) install -e '.[local,dev]'
 	touch $@
 
+$(VENV)/.public-installed: setup.cfg pyproject.toml | $(PY)
+	$(PIP) install -e '.[public]'
+	touch $@
+
 install-local: $(VENV)/.local-installed
 install-dev: $(VENV)/.dev-installed
+install-public: $(VENV)/.public-installed
 
 ## run: the whole cluster on http://127.0.0.1:$(PORT) (Ctrl+C stops it all)
 run: install-local
@@ -62,12 +67,38 @@ lint: install-dev
 	$(PY) -m ruff check wizard tests benchmarks
 	$(PY) -m ruff format --check wizard tests benchmarks
 
-## up / down: the docker compose deployment (dev mode on port 80)
-up:
-	docker compose up --build
+# The nodes' Valkey password (docs/deployment.md): random, made once, never
+# in git. `make run` makes the same file itself (mode 0600); compose reads
+# it as a secret through your group (mode 0640, WIZARD_SECRETS_GID).
+VALKEY_SECRET := var/secrets/valkey-wizard-password
+# Compose in the foreground; `make up DETACH=1` (or public) runs it detached.
+COMPOSE_UP = WIZARD_SECRETS_GID=$$(id -g) docker compose --profile $(1) up --build $(if $(DETACH),-d)
+
+$(VALKEY_SECRET):
+	mkdir -p -m 700 $(dir $@)
+	umask 077 && $(PYTHON) -c 'import secrets; print(secrets.token_hex(32))' > $@
+
+## up: the docker compose deployment, dev profile: http://localhost/ (plain HTTP)
+up: $(VALKEY_SECRET)
+	chmod 640 $(VALKEY_SECRET)
+	$(call COMPOSE_UP,dev)
+
+## public: the compose public profile: Cloudflare Tunnel -> nginx :443 -> nodes
+## checking Cloudflare Access; no port opened on the host (docs/deployment.md)
+public: $(VALKEY_SECRET)
+	@test -s ops/cloudflared/tunnel-token || { echo "make public: save your tunnel token in ops/cloudflared/tunnel-token (docs/deployment.md)" >&2; exit 1; }
+	@test -s ops/nginx/certs/origin.pem -a -s ops/nginx/certs/origin.key || { echo "make public: put the Origin CA pair in ops/nginx/certs/ (or 'make certs' for a local stand-in)" >&2; exit 1; }
+	@grep -qs '^WIZARD_ACCESS_AUD=.' .env || test -n "$$WIZARD_ACCESS_AUD" || { echo "make public: set WIZARD_ACCESS_TEAM_DOMAIN and WIZARD_ACCESS_AUD in .env (docs/deployment.md)" >&2; exit 1; }
+	chmod 640 $(VALKEY_SECRET) ops/cloudflared/tunnel-token ops/nginx/certs/origin.key
+	$(call COMPOSE_UP,public)
+
+## certs: a local CA and a server certificate in ops/nginx/certs/ (not in
+## git), standing in for Cloudflare's Origin CA pair in local runs and tests
+certs: install-public
+	$(PY) -m wizard.certs --out ops/nginx/certs
 
 down:
-	docker compose down
+	docker compose --profile dev --profile public down
 
 ## clean: remove the virtual environment, logs, data and caches
 clean:

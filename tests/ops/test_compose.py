@@ -157,11 +157,48 @@ def test_valkey_reads_the_shared_configuration_read_only(services):
     config = next(v for v in valkey["volumes"] if isinstance(v, dict))
     assert config == {
         "type": "bind",
-        "source": "./ops/valkey/valkey.conf",
-        "target": "/etc/valkey/valkey.conf",
+        "source": "./ops/valkey",
+        "target": "/etc/valkey",
         "read_only": True,
     }
-    assert valkey["command"] == ["valkey-server", "/etc/valkey/valkey.conf"]
+    assert valkey["entrypoint"] == ["/bin/sh", "/etc/valkey/start.sh"]
+    for name in ("start.sh", "valkey.conf", "wizard-user.acl"):
+        assert (OPS / "valkey" / name).is_file()
+
+
+def test_valkey_and_the_nodes_share_a_password_secret_never_an_environment_value(
+    compose, services
+):
+    assert compose["secrets"]["valkey_password"]["file"] == "./var/secrets/valkey-wizard-password"
+    for name in ("valkey", "app"):
+        assert services[name]["secrets"] == ["valkey_password"]
+        assert services[name]["environment"]["VALKEY_PASSWORD_FILE"] == (
+            "/run/secrets/valkey_password"
+        )
+    healthcheck = " ".join(services["valkey"]["healthcheck"]["test"])
+    assert "--user wizard" in healthcheck and "/run/secrets/valkey_password" in healthcheck
+
+
+def test_every_container_is_locked_down(services):
+    for name, service in services.items():
+        assert service["cap_drop"] == ["ALL"], name
+        assert service["security_opt"] == ["no-new-privileges:true"], name
+        assert service["read_only"] is True, name
+        limits = service["deploy"]["resources"]["limits"]
+        assert limits["memory"] and limits["cpus"], name
+
+
+def test_no_container_runs_as_root(services):
+    # The app's and cloudflared's images set a non-root USER themselves.
+    assert services["valkey"]["user"] == "999:1000"
+    assert services["gateway"]["user"] == services["gateway-public"]["user"] == "101:101"
+
+
+def test_each_process_that_writes_has_a_tmpfs_there(services):
+    assert any(t.startswith("/run/valkey:") for t in services["valkey"]["tmpfs"])
+    for name in ("gateway", "gateway-public"):
+        mounts = [t.split(":")[0] for t in services[name]["tmpfs"]]
+        assert mounts == ["/var/run", "/var/cache/nginx"], name
 
 
 def test_the_valkey_configuration_keeps_every_write_and_evicts_nothing():
@@ -176,7 +213,7 @@ def test_the_valkey_configuration_keeps_every_write_and_evicts_nothing():
 
 
 def test_the_app_reaches_valkey_by_its_service_name(services):
-    assert services["app"]["environment"]["VALKEY_URL"] == "valkey://valkey:6379/0"
+    assert services["app"]["environment"]["VALKEY_URL"] == "valkey://wizard@valkey:6379/0"
 
 
 def test_every_app_variable_is_a_setting_the_node_reads(services):
@@ -220,6 +257,16 @@ def test_the_public_profile_holds_the_tunnel_and_the_tls_gateway(services):
     }
     assert in_public == {"gateway-public", "cloudflared"}
     assert "profiles" not in services["app"]
+
+
+def test_the_public_profile_starts_no_listener_on_the_host(services):
+    started = {
+        name
+        for name, service in services.items()
+        if "profiles" not in service or "public" in service["profiles"]
+    }
+    assert "gateway" not in started, "the plain-HTTP dev gateway is in the dev profile only"
+    assert all("ports" not in services[name] for name in started)
 
 
 def test_the_tunnel_token_is_a_secret_file_never_an_environment_variable(compose, services):
