@@ -166,9 +166,7 @@ def test_valkey_reads_the_shared_configuration_read_only(services):
         assert (OPS / "valkey" / name).is_file()
 
 
-def test_valkey_and_the_nodes_share_a_password_secret_never_an_environment_value(
-    compose, services
-):
+def test_valkey_and_the_nodes_share_a_password_secret_never_an_environment_value(compose, services):
     assert compose["secrets"]["valkey_password"]["file"] == "./var/secrets/valkey-wizard-password"
     for name in ("valkey", "app"):
         assert services[name]["secrets"] == ["valkey_password"]

@@ -190,7 +190,8 @@ def test_the_nodes_find_valkey_through_its_service(objects):
     env = {variable["name"]: variable.get("value") for variable in container["env"]}
     (service,) = [s for s in by_kind(objects, "Service") if s["metadata"]["name"] == "valkey"]
     port = service["spec"]["ports"][0]["port"]
-    assert env["VALKEY_URL"] == f"valkey://valkey:{port}/0"
+    assert env["VALKEY_URL"] == f"valkey://wizard@valkey:{port}/0"
+    assert env["VALKEY_PASSWORD_FILE"] == "/run/secrets/valkey/password"
     assert "WIZARD_NODE_ID" not in env, "the node id must default to the pod's hostname"
 
 
@@ -201,7 +202,7 @@ def test_the_statefulset_keeps_valkeys_data_on_a_claimed_volume(objects):
     (container,) = valkey["spec"]["template"]["spec"]["containers"]
     mounts = {mount["name"]: mount["mountPath"] for mount in container["volumeMounts"]}
     assert mounts[claim["metadata"]["name"]] == "/data"
-    assert container["args"] == ["valkey-server", "/etc/valkey/valkey.conf"]
+    assert container["command"] == ["/bin/sh", "/etc/valkey/start.sh"]
 
 
 def test_the_gateway_balances_over_the_headless_app_service(objects):
@@ -217,7 +218,10 @@ def test_the_gateway_balances_over_the_headless_app_service(objects):
     [
         ("gateway-configmap.yaml", "wizard-http.conf", "nginx/wizard-http.conf"),
         ("gateway-configmap.yaml", "wizard-locations.conf", "nginx/wizard-locations.conf"),
+        ("gateway-configmap.yaml", "security-headers.conf", "nginx/security-headers.conf"),
         ("valkey-configmap.yaml", "valkey.conf", "valkey/valkey.conf"),
+        ("valkey-configmap.yaml", "wizard-user.acl", "valkey/wizard-user.acl"),
+        ("valkey-configmap.yaml", "start.sh", "valkey/start.sh"),
     ],
 )
 def test_each_configmap_copy_is_identical_to_its_file_in_ops(objects, manifest, key, source):
@@ -225,3 +229,81 @@ def test_each_configmap_copy_is_identical_to_its_file_in_ops(objects, manifest, 
     assert copy == (OPS / source).read_text(), (
         f"ops/k8s/{manifest} key {key} differs from ops/{source}: copy the file into it"
     )
+
+
+def pod_specs(objects: dict[str, dict]) -> dict[str, dict]:
+    return {
+        obj["metadata"]["name"]: obj["spec"]["template"]["spec"]
+        for obj in objects.values()
+        if obj["kind"] in ("Deployment", "StatefulSet")
+    }
+
+
+def test_every_pod_runs_non_root_under_the_default_seccomp_filter(objects):
+    for name, spec in pod_specs(objects).items():
+        context = spec["securityContext"]
+        assert context["runAsNonRoot"] is True, name
+        assert context["runAsUser"] > 0, name
+        assert context["seccompProfile"] == {"type": "RuntimeDefault"}, name
+
+
+def test_every_container_has_a_read_only_root_and_no_capabilities(objects):
+    for container in containers(objects):
+        context = container["securityContext"]
+        assert context["readOnlyRootFilesystem"] is True, container["name"]
+        assert context["allowPrivilegeEscalation"] is False, container["name"]
+        assert context["capabilities"]["drop"] == ["ALL"], container["name"]
+        assert "cpu" in container["resources"]["limits"], container["name"]
+
+
+def test_the_valkey_password_comes_from_a_secret_readable_by_the_group_only(objects):
+    for name in ("app", "valkey"):
+        volumes = {v["name"]: v for v in pod_specs(objects)[name]["volumes"]}
+        secret = volumes["valkey-password"]["secret"]
+        assert secret["secretName"] == "valkey-password", name
+        assert secret["defaultMode"] == 0o440, name
+    assert not by_kind(objects, "Secret"), "no Secret (no password) is ever in the repository"
+
+
+def selects(policy: dict, component: str) -> bool:
+    labels = policy["spec"]["podSelector"].get("matchLabels", {})
+    return labels.get("app.kubernetes.io/component") == component
+
+
+def test_network_policies_allow_only_gateway_to_app_and_app_to_valkey(objects):
+    policies = by_kind(objects, "NetworkPolicy")
+    (deny,) = [p for p in policies if p["spec"]["podSelector"] == {}]
+    assert deny["spec"]["policyTypes"] == ["Ingress"] and "ingress" not in deny["spec"]
+    expected = {"app": ("gateway", 8000), "valkey": ("app", 6379)}
+    for component, (source, port) in expected.items():
+        (policy,) = [p for p in policies if selects(p, component)]
+        (rule,) = policy["spec"]["ingress"]
+        (peer,) = rule["from"]
+        assert peer["podSelector"]["matchLabels"]["app.kubernetes.io/component"] == source
+        assert [p["port"] for p in rule["ports"]] == [port]
+    (gateway,) = [p for p in policies if selects(p, "gateway")]
+    (rule,) = gateway["spec"]["ingress"]
+    container_ports = {
+        port["containerPort"]
+        for c in pod_specs(objects)["gateway"]["containers"]
+        for port in c["ports"]
+    }
+    assert [p["port"] for p in rule["ports"]] == sorted(container_ports)
+
+
+def test_the_app_has_a_disruption_budget_and_an_autoscaler_over_its_deployment(objects):
+    app = workload(objects, "app")
+    labels = app["spec"]["selector"]["matchLabels"]
+    (budget,) = by_kind(objects, "PodDisruptionBudget")
+    assert budget["spec"]["selector"]["matchLabels"] == labels
+    assert 0 < budget["spec"]["minAvailable"] < app["spec"]["replicas"]
+    (scaler,) = by_kind(objects, "HorizontalPodAutoscaler")
+    assert scaler["spec"]["scaleTargetRef"] == {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "name": "app",
+    }
+    assert scaler["spec"]["minReplicas"] == app["spec"]["replicas"]
+    assert scaler["spec"]["maxReplicas"] > scaler["spec"]["minReplicas"]
+    (container,) = app["spec"]["template"]["spec"]["containers"]
+    assert "cpu" in container["resources"]["requests"], "CPU utilization needs a request"

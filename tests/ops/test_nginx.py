@@ -131,7 +131,7 @@ def test_the_kubernetes_gateway_configuration_passes_nginx_t(nginx, tmp_path):
         (folder / name).write_text(text)
     conf = folder / "nginx.conf"
     replace(conf, "resolver kube-dns.kube-system.svc.cluster.local", "resolver 127.0.0.1")
-    replace(conf, "listen 80;", f"listen 127.0.0.1:{free_port()};")
+    replace(conf, "listen 8080;", f"listen 127.0.0.1:{free_port()};")
     assert "server app.math-wizard.svc.cluster.local:8000 resolve" in conf.read_text()
     result = nginx_test(nginx, conf, tmp_path / "prefix")
     assert result.returncode == 0, result.stderr
