@@ -13,7 +13,23 @@ function setAttributes(node, attributes) {
     if (value === false || value === null || value === undefined) {
       continue;
     }
+    if (name === "style") {
+      setStyle(node, String(value));
+      continue;
+    }
     node.setAttribute(name, value === true ? "" : String(value));
+  }
+}
+
+/** Apply "prop: value; ..." through the CSSOM, never as a style attribute:
+ *  the page's Content-Security-Policy (default-src 'self') refuses inline
+ *  style attributes, but not styles set from its own script. */
+function setStyle(node, declarations) {
+  for (const declaration of declarations.split(";")) {
+    const [property, ...value] = declaration.split(":");
+    if (property.trim()) {
+      node.style.setProperty(property.trim(), value.join(":").trim());
+    }
   }
 }
 
