@@ -178,7 +178,7 @@ def outage(tmp_path_factory) -> Outage:
     )
     try:
         cluster.start_valkey()
-        client = valkey.Valkey.from_url(cluster.valkey_url, decode_responses=True)
+        client = valkey.Valkey.from_url(cluster.admin_url, decode_responses=True)
         cluster.start_node(NODE)
         cluster.wait_node_ready(NODE)
         yield run_the_story(cluster, client)
