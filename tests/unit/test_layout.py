@@ -26,13 +26,16 @@ LAYERS = [
     "wizard.worker",
     "wizard.scheduler",
     "wizard.ratelimit",
+    "wizard.access",
     "wizard.router",
     "wizard.views",
     "wizard.api",
     "wizard.server",
     "wizard.supervisor",
     "wizard.processes",
+    "wizard.acl",
     "wizard.cluster",
+    "wizard.certs",
     "wizard.__main__",
 ]
 
