@@ -29,13 +29,15 @@ class KeySet:
     def __init__(self) -> None:
         self.keys: dict[str, rsa.RSAPrivateKey] = {}
         self.fetches = 0
+        #: When true, every fetch gets a 500 (Cloudflare having a bad day).
+        self.broken = False
         owner = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:
                 owner.fetches += 1
                 body = json.dumps(owner.document()).encode()
-                self.send_response(200)
+                self.send_response(500 if owner.broken else 200)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()

@@ -59,6 +59,11 @@ REFETCH_INTERVAL = 60.0
 #: How long one key-set fetch may take, seconds.
 FETCH_TIMEOUT = 5.0
 
+#: After a failed fetch with no keys cached, requests are answered 503 for
+#: this long without trying again, seconds (no fetch storm while the team's
+#: URL is unreachable).
+FAILURE_PAUSE = 5.0
+
 #: Paths served without a token: the orchestrator's probes, which carry none.
 OPEN_PATHS = frozenset({"/healthz", "/readyz"})
 
@@ -119,6 +124,7 @@ class AccessVerifier:
         )
         self.lock = threading.Lock()
         self.last_refetch = -REFETCH_INTERVAL
+        self.failed_at = -FAILURE_PAUSE
 
     def identity(self, token: str) -> str:
         """The verified identity in ``token``: its ``email`` (a person), else
@@ -183,10 +189,21 @@ class AccessVerifier:
         return key
 
     def _find(self, kid: str, *, refresh: bool):
+        """The key ``kid`` of the cached key set (fetched if none is cached,
+        or if ``refresh``), or None.
+
+        Raises:
+            KeysUnavailable: the fetch failed, or failed less than
+                FAILURE_PAUSE ago with nothing cached.
+        """
+        if not refresh and self.clock() - self.failed_at < FAILURE_PAUSE:
+            raise KeysUnavailable("the Access keys could not be fetched a moment ago")
         try:
             jwk_set = self.keys.get_jwk_set(refresh=refresh)
         except (self.jwt.PyJWKClientError, self.jwt.PyJWKSetError) as error:
             # Unreachable, or not a key set: nothing can be verified now.
+            if not refresh:
+                self.failed_at = self.clock()
             raise KeysUnavailable(f"cannot fetch the Access keys ({error})") from None
         for jwk in jwk_set.keys:
             if jwk.key_id == kid:

@@ -179,6 +179,20 @@ def test_an_unreachable_key_set_is_a_503_not_a_pass(settings, kid, keyset):
     assert "Retry-After" in response.headers
 
 
+def test_a_failing_key_set_is_not_fetched_again_for_every_request(app, keyset, kid):
+    now = [1000.0]
+    app.access.clock = lambda: now[0]
+    keyset.broken = True
+    token = sign(keyset, kid)
+    for _ in range(20):
+        assert get(app, "/whoami", token).status == 503
+    assert keyset.fetches == 1
+    keyset.broken = False
+    now[0] += 6
+    assert get(app, "/whoami", token).status == 200
+    assert keyset.fetches == 2
+
+
 def test_the_verified_identity_is_logged_with_the_request(app, keyset, kid, caplog):
     with caplog.at_level(logging.INFO, logger="wizard.api"):
         get(app, "/whoami", sign(keyset, kid))

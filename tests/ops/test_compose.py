@@ -278,6 +278,22 @@ def test_the_tunnel_token_is_a_secret_file_never_an_environment_variable(compose
     assert "tunnel-token" in ignored
 
 
+def test_secret_files_are_read_through_the_owners_group_never_world_readable(services):
+    # Compose bind-mounts secret files with their host mode (uid/gid/mode
+    # are Swarm-only): `make up`/`make public` set 0640, and only the
+    # services that read one get the owner's group.
+    readers = {"valkey", "app", "gateway-public", "cloudflared"}
+    for name, service in services.items():
+        has_group = service.get("group_add") == ["${WIZARD_SECRETS_GID:-1000}"]
+        assert has_group == (name in readers), name
+    makefile = (ROOT / "Makefile").read_text()
+    assert "chmod 640 $(VALKEY_SECRET) ops/cloudflared/tunnel-token ops/nginx/certs/origin.key" in (
+        makefile
+    )
+    guide = (ROOT / "docs" / "deployment.md").read_text()
+    assert "chmod 644 ops" not in guide
+
+
 def test_every_bind_mounted_file_is_in_the_repository_or_brought_by_the_user(services):
     for name, service in services.items():
         for volume in service.get("volumes", []):

@@ -7,7 +7,10 @@ refused."""
 
 from __future__ import annotations
 
+import base64
 import dataclasses
+import hashlib
+import hmac
 import re
 import shutil
 import sys
@@ -190,6 +193,7 @@ def forged_tokens(keyset: KeySet, kid: str) -> dict[str, str]:
     return {
         "garbage": "x",
         "alg none": unsigned({"alg": "none", "kid": kid}, claims()),
+        "HS256 with the public key": hs256_with_public_key(keyset, kid),
         "expired": sign(keyset, kid, iat=now - 7200, nbf=now - 7200, exp=now - 3600),
         "not yet valid": sign(keyset, kid, nbf=now + 3600, exp=now + 7200),
         "other audience": sign(keyset, kid, aud=["someone-else"]),
@@ -201,6 +205,13 @@ def forged_tokens(keyset: KeySet, kid: str) -> dict[str, str]:
             sign(keyset, kid),
         ),
     }
+
+
+def hs256_with_public_key(keyset: KeySet, kid: str) -> str:
+    """The classic confusion attack: an HMAC "signed" with the RSA public key."""
+    head = unsigned({"alg": "HS256", "kid": kid}, claims()).rsplit(".", 1)[0]
+    mac = hmac.new(keyset.public_pem(kid), head.encode(), hashlib.sha256).digest()
+    return head + "." + base64.urlsafe_b64encode(mac).rstrip(b"=").decode()
 
 
 def test_no_forged_or_expired_token_gets_through_the_public_gateway(public_gateway):
