@@ -67,8 +67,10 @@ def call(
     body: bytes = b"",
     content_type: str = "",
     headers: dict[str, str] | None = None,
+    remote_addr: str = "",
 ) -> WsgiResponse:
-    """Call a WSGI ``app`` in-process with a ``wsgiref`` environ."""
+    """Call a WSGI ``app`` in-process with a ``wsgiref`` environ, from peer
+    address ``remote_addr`` (none by default: an "unknown" client)."""
     environ: dict = {
         "REQUEST_METHOD": method,
         "PATH_INFO": path,
@@ -78,6 +80,8 @@ def call(
     }
     if content_type:
         environ["CONTENT_TYPE"] = content_type
+    if remote_addr:
+        environ["REMOTE_ADDR"] = remote_addr
     for name, value in (headers or {}).items():
         environ["HTTP_" + name.upper().replace("-", "_")] = value
     setup_testing_defaults(environ)

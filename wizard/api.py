@@ -21,6 +21,7 @@ import math
 import mimetypes
 import os
 import socket
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -36,7 +37,7 @@ from .operations import (
     compute,
     parse_operand,
 )
-from .ratelimit import RateLimiter
+from .ratelimit import Decision, RateLimiter
 from .router import (
     IDENTITY_KEY,
     BadRequest,
@@ -48,6 +49,7 @@ from .router import (
     Router,
     ServiceUnavailable,
     TooManyRequests,
+    Unauthorized,
     UnprocessableContent,
     is_token,
     start_response_for,
@@ -61,6 +63,12 @@ STATIC_DIR = Path(__file__).resolve().parent.parent / "static"
 
 #: Most tasks one ``GET /tasks`` may return.
 MAX_LIST_LIMIT = store.RECENT_LIMIT
+
+#: Seconds a client is asked to wait when the queue is full (Retry-After).
+QUEUE_FULL_RETRY_AFTER = 5
+
+#: The ``realm`` of the admin routes' ``WWW-Authenticate`` challenge.
+ADMIN_REALM = "wizard-admin"
 
 
 class Api:
@@ -79,6 +87,10 @@ class Api:
             self.limiter = RateLimiter(
                 self.client, per_second=settings.rate_limit, burst=settings.rate_burst
             )
+        self.trusted = settings.trusted_networks
+        # Threads that may do synchronous work at once: the others stay free
+        # for /healthz, /readyz, /metrics and cheap reads (never starve health).
+        self.sync_slots = threading.BoundedSemaphore(settings.sync_slots)
         self.http_metrics = metrics.ApiMetrics()
         self.access = None
         if settings.access_enabled:
@@ -92,7 +104,7 @@ class Api:
     def __call__(self, environ: dict, start_response) -> list[bytes]:
         """The WSGI entry point (PEP 3333). With Access on, a request without
         a valid token is answered 403 here, before any route runs."""
-        request = Request(environ)
+        request = Request(environ, trusted=self.trusted)
         started = time.perf_counter()
         refusal = self._check_access(request)
         if refusal is None:
@@ -106,6 +118,7 @@ class Api:
             "request",
             extra={
                 "request_id": request.request_id,
+                "client": request.client,
                 "method": request.method,
                 "path": request.path,
                 "status": response.status,
@@ -258,19 +271,38 @@ class Api:
 
     def add(self, request: Request) -> Response:
         """``GET /add?a=&b=``: synchronous. The request thread does the work
-        itself and the caller waits for it (the design the queue replaces)."""
-        self._limit_rate(request)
+        itself and the caller waits for it (the design the queue replaces).
+
+        At most ``WIZARD_SYNC_SLOTS`` run at once on a node; past that the
+        answer is an immediate 503 pointing to POST /task, so the remaining
+        request threads stay free for health checks."""
+        limits = self._limit_rate(request)
         a = _operand(request.query, "a")
         b = _operand(request.query, "b")
-        started = time.perf_counter()
-        total = compute("add", a, b, work_seconds=self.settings.work_seconds)
-        elapsed_ms = (time.perf_counter() - started) * 1000
-        return self.json({"a": a, "b": b, "sum": total, "elapsed_ms": round(elapsed_ms, 3)})
+        if not self.sync_slots.acquire(blocking=False):
+            raise ServiceUnavailable(
+                f"this node already runs {self.settings.sync_slots} synchronous additions; "
+                "retry shortly, or submit it with POST /task and poll its status_url"
+            )
+        try:
+            started = time.perf_counter()
+            total = compute("add", a, b, work_seconds=self.settings.work_seconds)
+            elapsed_ms = (time.perf_counter() - started) * 1000
+        finally:
+            self.sync_slots.release()
+        body = {"a": a, "b": b, "sum": total, "elapsed_ms": round(elapsed_ms, 3)}
+        return self.json(body, **limits)
 
     def submit(self, request: Request) -> Response:
         """``POST /task``: the producer. Validate, store, enqueue, answer 202
         with the task's status URL; a worker anywhere will do the work."""
-        self._limit_rate(request)
+        limits = self._limit_rate(request)
+        response = self._submit(request)
+        response.headers.update(limits)
+        return response
+
+    def _submit(self, request: Request) -> Response:
+        """Validate and enqueue the task of a POST /task (see :meth:`submit`)."""
         fields = request.fields()
         operation = str(fields.get("operation") or "add")
         try:
@@ -285,6 +317,7 @@ class Api:
                 raise BadRequest("Idempotency-Key must be 1-64 letters, digits, '-', '_' or '.'")
             return self._submit_once(request, key, operation, a, b)
         with self.valkey() as client:
+            self._admit(client)
             task_id = queue.submit(
                 client,
                 operation,
@@ -298,8 +331,15 @@ class Api:
 
     def _submit_once(self, request: Request, key: str, operation: str, a, b) -> Response:
         """POST /task with an Idempotency-Key: a repeat answers with the task
-        the key created first, in its current state, instead of a new one."""
+        the key created first, in its current state, instead of a new one.
+
+        Keys are scoped to the client (:func:`store.idempotency_key`): the
+        same key from another client is another key, so it can neither read
+        nor block someone else's task."""
         with self.valkey() as client:
+            if not client.exists(store.idempotency_key(request.client, key)):
+                # Only a new key adds a task; a repeat is answered even when full.
+                self._admit(client)
             try:
                 task_id, created = queue.submit_once(
                     client,
@@ -343,23 +383,46 @@ class Api:
         }
         return self.json(body, 202, Location=status_url)
 
-    def _limit_rate(self, request: Request) -> None:
+    def _admit(self, client: valkey.Valkey) -> None:
+        """Admission control: refuse a new task while the queue holds
+        ``WIZARD_MAX_PENDING`` or more, so clients cannot fill Valkey.
+
+        The check and the push are two steps, so under a burst the queue may
+        pass the bound by at most the requests in flight (threads x nodes).
+
+        Raises:
+            ServiceUnavailable: the queue is full (503, Retry-After).
+        """
+        pending = client.llen(store.TASK_QUEUE)
+        if pending >= self.settings.max_pending:
+            raise ServiceUnavailable(
+                f"the queue is full ({pending} tasks pending, at most "
+                f"{self.settings.max_pending}); retry later",
+                retry_after=QUEUE_FULL_RETRY_AFTER,
+            )
+
+    def _limit_rate(self, request: Request) -> dict[str, str]:
         """Count this request against its client's limit (GCRA in Valkey).
+
+        Returns the ``RateLimit-Policy`` and ``RateLimit`` headers for the
+        answer (none when the limit is off).
 
         Raises:
             TooManyRequests: over the limit; Retry-After says when to retry.
         """
         if self.limiter is None:
-            return
+            return {}
         with self.valkey():
-            wait = self.limiter.retry_after(request.client)
-        if wait > 0:
-            seconds = max(1, math.ceil(wait))
-            raise TooManyRequests(
-                f"more than {self.settings.rate_limit:g} requests per second from "
-                f"{request.client}; retry after {seconds} s",
-                headers={"Retry-After": str(seconds)},
-            )
+            decision: Decision = self.limiter.check(request.client)
+        headers = self.limiter.headers(decision)
+        if decision.allowed:
+            return headers
+        seconds = max(1, math.ceil(decision.retry_after))
+        raise TooManyRequests(
+            f"more than {self.settings.rate_limit:g} requests per second from "
+            f"{request.client}; retry after {seconds} s",
+            headers={**headers, "Retry-After": str(seconds)},
+        )
 
     def task_status(self, request: Request, task_id: str) -> Response:
         """``GET /tasks/<id>/status``: read the shared state; never writes.
@@ -444,14 +507,33 @@ class Api:
         return self.json({"task_id": task_id, "deleted": True})
 
     def _authorize(self, request: Request) -> None:
-        """Check ``Authorization: Bearer <WIZARD_ADMIN_TOKEN>`` (RFC 6750),
-        in constant time. Raises Forbidden, also when no token is set."""
-        expected = self.settings.admin_token
+        """Check ``Authorization: Bearer <WIZARD_ADMIN_TOKEN>`` (RFC 6750).
+
+        No token, or another scheme: 401 with ``WWW-Authenticate: Bearer``
+        (RFC 6750 §3.1: no error code when no credentials were sent). A token
+        that does not match, whatever its bytes: 401 ``invalid_token``. The
+        compare runs in constant time on bytes (header values are latin-1 by
+        PEP 3333, so any byte is safe). With no token configured on the node
+        the routes are off for everyone: 403, as no credentials could help.
+
+        Raises:
+            Forbidden: WIZARD_ADMIN_TOKEN is empty.
+            Unauthorized: the token is missing or wrong.
+        """
+        expected = self.settings.admin_token.encode("utf-8")
         if not expected:
             raise Forbidden("admin routes are disabled: set WIZARD_ADMIN_TOKEN on the nodes")
-        scheme, _, given = request.header("Authorization").partition(" ")
-        if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip(), expected):
-            raise Forbidden("send Authorization: Bearer <WIZARD_ADMIN_TOKEN>")
+        scheme, _, given = request.header_bytes("Authorization").partition(b" ")
+        if scheme.lower() != b"bearer" or not given.strip():
+            raise Unauthorized(
+                "this route needs Authorization: Bearer <WIZARD_ADMIN_TOKEN>", realm=ADMIN_REALM
+            )
+        if not hmac.compare_digest(given.strip(), expected):
+            raise Unauthorized(
+                "the bearer token is not this cluster's WIZARD_ADMIN_TOKEN",
+                realm=ADMIN_REALM,
+                error="invalid_token",
+            )
 
     def openapi(self, request: Request) -> Response:
         """``GET /openapi.json``: the OpenAPI 3.1 description of these routes."""

@@ -15,11 +15,18 @@ variable (:class:`ConfigError`).
 from __future__ import annotations
 
 import importlib.util
+import ipaddress
 import math
 import os
 import socket
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields
+
+#: Networks a node trusts to say who the client is (``X-Forwarded-For``,
+#: ``X-Real-IP``) unless ``WIZARD_TRUSTED_PROXIES`` says otherwise: loopback
+#: (the local cluster's nginx) and the private ranges docker compose and
+#: Kubernetes give their gateways (RFC 1918; IPv6 loopback and ULA, RFC 4193).
+DEFAULT_TRUSTED_PROXIES = "127.0.0.0/8,::1/128,10.0.0.0/8,172.16.0.0/12,192.168.0.0/16,fc00::/7"
 
 
 class ConfigError(ValueError):
@@ -121,6 +128,20 @@ def _http_url(name: str, raw: str) -> str:
     if raw and not raw.startswith(("https://", "http://")):
         raise ConfigError(f"{name} must be an https:// URL, got {raw!r}")
     return raw
+def _networks(name: str, raw: str) -> str:
+    """A comma-separated list of addresses or CIDR networks; kept as text
+    (the frozen settings stay plain strings for child processes), checked here."""
+    for part in raw.split(","):
+        if not part.strip():
+            continue
+        try:
+            ipaddress.ip_network(part.strip(), strict=False)
+        except ValueError:
+            raise ConfigError(
+                f"{name} must be addresses or networks separated by commas, "
+                f"like 127.0.0.0/8,10.0.0.0/8; {part.strip()!r} is neither"
+            ) from None
+    return ",".join(part.strip() for part in raw.split(",") if part.strip())
 
 
 @dataclass(frozen=True)
@@ -197,6 +218,18 @@ class Settings:
     #: Where the team's signing keys are, overriding the team's certs URL
     #: (``WIZARD_ACCESS_JWKS_URL``; tests serve their own).
     access_jwks_url: str = ""
+    #: Peers whose ``X-Forwarded-For`` / ``X-Real-IP`` a node believes, as
+    #: comma-separated addresses or CIDR networks (``WIZARD_TRUSTED_PROXIES``);
+    #: empty trusts nobody. See :mod:`wizard.identity`.
+    trusted_proxies: str = DEFAULT_TRUSTED_PROXIES
+    #: Most tasks waiting in the queue; past it POST /task answers 503 with
+    #: Retry-After ("the queue is full") instead of growing Valkey
+    #: (``WIZARD_MAX_PENDING``).
+    max_pending: int = 10000
+    #: Request threads that may do synchronous work (GET /add) at once; must
+    #: be fewer than ``threads`` so health checks always find a free thread.
+    #: Past it /add answers 503 at once (``WIZARD_SYNC_SLOTS``).
+    sync_slots: int = 4
 
     # Each setting: (environment variable, parser). The field order above is
     # the order of this table; from_env walks it.
@@ -228,6 +261,9 @@ class Settings:
             "access_team_domain": ("WIZARD_ACCESS_TEAM_DOMAIN", _hostname),
             "access_aud": ("WIZARD_ACCESS_AUD", _text),
             "access_jwks_url": ("WIZARD_ACCESS_JWKS_URL", _http_url),
+            "trusted_proxies": ("WIZARD_TRUSTED_PROXIES", _networks),
+            "max_pending": ("WIZARD_MAX_PENDING", _integer(1, 10_000_000)),
+            "sync_slots": ("WIZARD_SYNC_SLOTS", _integer(1, 255)),
         }
 
     @classmethod
@@ -270,7 +306,8 @@ class Settings:
         Raises:
             ConfigError: the lease is too short to be renewed in time; only
                 one of the two Access settings is set; Access is on and
-                PyJWT (the ``public`` extra) is not installed.
+                PyJWT (the ``public`` extra) is not installed; or synchronous
+                work could take every request thread.
         """
         if self.block_seconds * 2 >= self.lease_seconds:
             raise ConfigError(
@@ -286,6 +323,20 @@ class Settings:
                 "WIZARD_ACCESS_AUD is set but PyJWT is missing; "
                 "install the public extra: pip install '.[public]'"
             )
+        if self.sync_slots >= self.threads:
+            raise ConfigError(
+                "WIZARD_SYNC_SLOTS must be fewer than WIZARD_THREADS (health checks need "
+                f"a free thread), got {self.sync_slots} and {self.threads}"
+            )
+
+    @property
+    def trusted_networks(self) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+        """``trusted_proxies`` parsed: the networks whose forwarded headers count."""
+        return tuple(
+            ipaddress.ip_network(part, strict=False)
+            for part in self.trusted_proxies.split(",")
+            if part
+        )
 
     def to_env(self) -> dict[str, str]:
         """The settings as environment variables, to hand to a child process."""

@@ -26,6 +26,12 @@ import valkey
 
 from . import membership, queue, store
 
+#: Request methods counted by name; any other method is counted as "other",
+#: so a client inventing methods cannot add series (RFC 9110 §9 plus PATCH).
+KNOWN_METHODS = frozenset(
+    {"GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH"}
+)
+
 #: Upper bounds of the HTTP latency histogram, seconds.
 HTTP_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 
@@ -65,7 +71,9 @@ class ApiMetrics:
             self.submitted[operation] = self.submitted.get(operation, 0) + 1
 
     def observe(self, route: str, method: str, status: int, seconds: float) -> None:
-        """Count one request to ``route`` that took ``seconds``."""
+        """Count one request to ``route`` (a route pattern, or "unmatched")
+        that took ``seconds``; ``method`` outside KNOWN_METHODS counts as "other"."""
+        method = method if method in KNOWN_METHODS else "other"
         with self._lock:
             key = (route, method, status)
             self.requests[key] = self.requests.get(key, 0) + 1

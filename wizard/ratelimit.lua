@@ -5,8 +5,10 @@
 -- ARGV[1] interval_ms   emission interval, milliseconds (1000 / rate)
 -- ARGV[2] tolerance_ms  burst tolerance, milliseconds (interval * (burst - 1))
 --
--- Returns 0 if the request is allowed (and records it), else the
--- milliseconds until it would be.
+-- Returns {wait, remaining, reset}: wait is 0 if the request is allowed (and
+-- recorded), else the milliseconds until it would be; remaining is how many
+-- more requests would pass now; reset is the milliseconds until the whole
+-- burst is available again (for the RateLimit response headers).
 local interval, tolerance = tonumber(ARGV[1]), tonumber(ARGV[2])
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -16,8 +18,9 @@ if tat < now then
 end
 local allowed_at = tat - tolerance
 if now < allowed_at then
-  return math.ceil(allowed_at - now)
+  return {math.ceil(allowed_at - now), 0, math.ceil(tat - now)}
 end
 local next_tat = tat + interval
 redis.call('SET', KEYS[1], next_tat, 'PX', math.ceil(next_tat - now))
-return 0
+local remaining = math.floor((now + tolerance - next_tat) / interval) + 1
+return {0, math.max(remaining, 0), math.ceil(next_tat - now)}

@@ -32,6 +32,8 @@ from dataclasses import dataclass, field
 from http import HTTPStatus
 from urllib.parse import parse_qs
 
+from .identity import VERIFIED_IDENTITY, Network, client_identity
+
 log = logging.getLogger(__name__)
 
 #: Largest request body accepted, bytes.
@@ -42,7 +44,7 @@ PROBLEM_BASE = "https://math-wizard.example/problems/"
 
 #: The WSGI environ key holding the identity verified by wizard/access.py
 #: (an email or a subject); only the node itself ever sets it.
-IDENTITY_KEY = "wizard.identity"
+IDENTITY_KEY = VERIFIED_IDENTITY
 
 #: Sent with every response of a node (and, by ops/nginx/security-headers.conf,
 #: with every answer nginx makes itself). The dashboard loads its scripts and
@@ -98,8 +100,23 @@ class BadRequest(HTTPError):
     status, slug = 400, "invalid-input"
 
 
+class Unauthorized(HTTPError):
+    """Raised when a route needs a bearer token and the request has none, or
+    one that does not match (401). Carries ``WWW-Authenticate: Bearer`` as
+    RFC 6750 §3 asks, with ``error="invalid_token"`` when a token was sent."""
+
+    status, slug = 401, "unauthorized"
+
+    def __init__(self, detail: str, *, realm: str, error: str = "") -> None:
+        challenge = f'Bearer realm="{realm}"'
+        if error:
+            challenge += f', error="{error}"'
+        super().__init__(detail, headers={"WWW-Authenticate": challenge})
+
+
 class Forbidden(HTTPError):
-    """Raised when the credentials are missing or wrong (403)."""
+    """Raised when the request is understood but never allowed here, whatever
+    the credentials: the admin routes with no token configured (403)."""
 
     status, slug = 403, "forbidden"
 
@@ -169,8 +186,10 @@ class Request:
     once, lazily, and never more than MAX_BODY_BYTES.
     """
 
-    def __init__(self, environ: dict) -> None:
+    def __init__(self, environ: dict, *, trusted: Iterable[Network] = ()) -> None:
         self.environ = environ
+        #: Proxies whose forwarded headers name the client (see :attr:`client`).
+        self.trusted = tuple(trusted)
         self.method: str = environ.get("REQUEST_METHOD", "GET").upper()
         # PEP 3333 hands the path over as bytes decoded as latin-1; undo that
         # so a non-ASCII path reads as what the client sent.
@@ -193,17 +212,22 @@ class Request:
 
     @property
     def client(self) -> str:
-        """Who the client is: the identity verified from its Cloudflare Access
-        token when there is one (:data:`IDENTITY_KEY`, set by the API before
-        routing), else the last ``X-Forwarded-For`` hop (the one our gateway
-        appended; earlier hops are the client's word), else the peer."""
-        verified = self.environ.get(IDENTITY_KEY)
-        if verified:
-            return verified
-        forwarded = self.header("X-Forwarded-For")
-        if forwarded:
-            return forwarded.rsplit(",", 1)[-1].strip()
-        return self.environ.get("REMOTE_ADDR", "")
+        """Who the client is, by :func:`wizard.identity.client_identity`: the
+        identity verified from its Cloudflare Access token when there is one
+        (:data:`IDENTITY_KEY`, set by the API before routing), else its
+        address, believing forwarded headers only from ``trusted`` proxies.
+        Read when needed, so it sees an identity verified after this
+        request was built."""
+        return client_identity(self.environ, self.trusted)
+
+    def header_bytes(self, name: str) -> bytes:
+        """A request header's raw bytes, as the client sent them.
+
+        PEP 3333 hands header values over as ``str`` decoded as latin-1, so
+        each character is one byte; encoding back gives the bytes without
+        ever failing on a non-ASCII value. Compare secrets as these bytes.
+        """
+        return self.header(name).encode("latin-1", "replace")
 
     @property
     def content_type(self) -> str:

@@ -38,6 +38,11 @@ def run_api(settings: Settings) -> None:
         ident="wizard",
         # Long enough for nginx keepalive reuse, short enough to free threads.
         channel_timeout=30,
+        # Leave X-Forwarded-For to wizard.identity, which believes it only
+        # from WIZARD_TRUSTED_PROXIES (a list of networks; waitress's own
+        # trusted_proxy takes one address or "*"). waitress would otherwise
+        # delete it from every peer, making every client behind nginx one.
+        clear_untrusted_proxy_headers=False,
     )
     _exit_when_orphaned()
     log.info("api listening", extra={"url": f"http://{settings.host}:{settings.port}"})

@@ -16,7 +16,8 @@ from dataclasses import dataclass
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.contract.conftest import Lab
-from tests.support import wait_for
+from tests.support import call, wait_for
+from wizard.api import make_app
 
 
 @dataclass(frozen=True)
@@ -164,3 +165,29 @@ def test_a_dead_letter_shows_in_its_gauge_and_counter(lab):
     assert result.value("wizard_dead_letter_tasks") == 1
     assert result.value("wizard_tasks_dead_lettered_total") == 1
     assert result.value("wizard_workers_alive") == 1
+
+
+def test_made_up_methods_add_no_series(settings):
+    app = make_app(settings)
+    try:
+        for method, path in [("GET", "/metrics"), ("FOO", "/healthz"), ("FOO", "/made/up")]:
+            call(app, method, path)
+        before = _series(call(app, "GET", "/metrics").body.decode())
+        for n in range(150):
+            call(app, f"M{n}X", "/healthz" if n % 2 else f"/made/up/{n}")
+        after = _series(call(app, "GET", "/metrics").body.decode())
+    finally:
+        app.client.close()
+
+    assert after == before
+    assert 'method="other"' in "\n".join(after)
+    assert not any("M1X" in line for line in after)
+
+
+def _series(text: str) -> set[str]:
+    """The names and labels of the HTTP request series, without values."""
+    return {
+        line.rsplit(" ", 1)[0]
+        for line in text.splitlines()
+        if line.startswith("wizard_http_requests_total{")
+    }

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import re
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -71,7 +72,12 @@ def test_every_error_response_is_a_problem_document_with_the_headers_it_needs(co
             schema = response["content"]["application/problem+json"]["schema"]
             assert schema["allOf"][0] == {"$ref": "#/components/schemas/ProblemDetails"}, what
             assert schema["allOf"][1]["properties"]["status"] == {"const": status}, what
-            required = {405: "Allow", 429: "Retry-After", 503: "Retry-After"}.get(status)
+            required = {
+                401: "WWW-Authenticate",
+                405: "Allow",
+                429: "Retry-After",
+                503: "Retry-After",
+            }.get(status)
             assert required is None or required in headers, f"{what} lacks {required}"
 
 
@@ -287,6 +293,40 @@ def _submit_repeated(lab):
     return again
 
 
+@case("POST", "/task", 202, "a repeat with the same Idempotency-Key once the task ran")
+def _submit_repeated_after_work(lab):
+    key = {"Idempotency-Key": "contract-4"}
+    lab.call("POST", "/task", query={"a": 1, "b": 2}, headers=key)
+    assert lab.work() == "complete"
+    again = lab.call("POST", "/task", query={"a": 1, "b": 2}, headers=key)
+    assert again.json()["status"] == "complete"
+    return again
+
+
+@case("POST", "/task", 202, "with the rate limit on: RateLimit headers")
+def _submit_rate_limited(lab):
+    limited = lab.limited()
+    try:
+        response = lab.call("POST", "/task", app=limited, query={"a": 1, "b": 2})
+    finally:
+        limited.client.close()
+    assert response.headers["RateLimit-Policy"].startswith('"work";q=1;w=')
+    return response
+
+
+@case("POST", "/task", 503, "the queue is full")
+def _submit_queue_full(lab):
+    full = make_app(dataclasses.replace(lab.settings, max_pending=1))
+    try:
+        assert lab.call("POST", "/task", app=full, query={"a": 1, "b": 2}).status == 202
+        response = lab.call("POST", "/task", app=full, query={"a": 1, "b": 2})
+    finally:
+        full.client.close()
+    assert "the queue is full" in response.json()["detail"]
+    assert lab.client.llen(store.TASK_QUEUE) == 1
+    return response
+
+
 @case("POST", "/task", 422, "an Idempotency-Key reused with other operands")
 def _submit_key_reused(lab):
     key = {"Idempotency-Key": "contract-2"}
@@ -411,13 +451,13 @@ def _redrive(lab):
     return response
 
 
-@case("POST", "/dead_letters/{task_id}/retry", 403, "no Authorization header")
+@case("POST", "/dead_letters/{task_id}/retry", 401, "no Authorization header")
 def _redrive_anonymous(lab):
     task_id = lab.dead_letter()
     return lab.call("POST", f"/dead_letters/{task_id}/retry")
 
 
-@case("POST", "/dead_letters/{task_id}/retry", 403, "a wrong token")
+@case("POST", "/dead_letters/{task_id}/retry", 401, "a wrong token")
 def _redrive_wrong_token(lab):
     task_id = lab.dead_letter()
     headers = {"Authorization": "Bearer not-the-token"}
@@ -450,10 +490,29 @@ def _discard(lab):
     return response
 
 
-@case("DELETE", "/dead_letters/{task_id}", 403, "no Authorization header")
+@case("DELETE", "/dead_letters/{task_id}", 401, "no Authorization header")
 def _discard_anonymous(lab):
     task_id = lab.dead_letter()
     return lab.call("DELETE", f"/dead_letters/{task_id}")
+
+
+@case("DELETE", "/dead_letters/{task_id}", 401, "a wrong token")
+def _discard_wrong_token(lab):
+    task_id = lab.dead_letter()
+    headers = {"Authorization": "Bearer \xe9"}
+    response = lab.call("DELETE", f"/dead_letters/{task_id}", headers=headers)
+    assert lab.client.lrange(store.DEAD_LETTER_QUEUE, 0, -1) == [task_id]
+    return response
+
+
+@case("DELETE", "/dead_letters/{task_id}", 403, "no token configured on the node")
+def _discard_disabled(lab):
+    task_id = lab.dead_letter()
+    unguarded = make_app(Settings(valkey_url=lab.settings.valkey_url, node_id="node-1"))
+    try:
+        return lab.call("DELETE", f"/dead_letters/{task_id}", app=unguarded, headers=lab.admin())
+    finally:
+        unguarded.client.close()
 
 
 @case("DELETE", "/dead_letters/{task_id}", 404, "an id that is not a dead letter")

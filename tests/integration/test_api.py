@@ -449,6 +449,7 @@ HUGE_INT = b'{"a": 1' + b"0" * 40 + b', "b": 2}'
 #: The problem type of each status (the end of its ``type`` URI).
 SLUGS = {
     400: "invalid-input",
+    401: "unauthorized",
     403: "forbidden",
     404: "not-found",
     405: "method-not-allowed",
@@ -564,13 +565,52 @@ def test_a_405_says_which_methods_are_allowed(app):
     assert response.headers["Allow"] == "GET, HEAD"
 
 
-def test_a_wrong_admin_token_is_refused(admin_app, client):
+def test_a_wrong_admin_token_is_a_401_invalid_token(admin_app, client):
     task_id = dead_letter(admin_app, client)
     response = call(
         admin_app, "POST", f"/dead_letters/{task_id}/retry", headers={"Authorization": "Bearer no"}
     )
-    assert response.status == 403
+    assert response.status == 401
+    assert (
+        response.headers["WWW-Authenticate"] == 'Bearer realm="wizard-admin", error="invalid_token"'
+    )
     assert client.lrange(store.DEAD_LETTER_QUEUE, 0, -1) == [task_id]
+
+
+@pytest.mark.parametrize(
+    "authorization", ["", "Basic YWRtaW46eA==", "Bearer", "Bearer ", "bearer\xe9", "let-me-in"]
+)
+def test_a_missing_or_malformed_admin_token_is_a_401_bearer_challenge(admin_app, authorization):
+    headers = {"Authorization": authorization} if authorization else {}
+    response = call(admin_app, "DELETE", f"/dead_letters/{UNKNOWN_ID}", headers=headers)
+    assert response.status == 401
+    assert response.headers["WWW-Authenticate"] == 'Bearer realm="wizard-admin"'
+    assert response.headers["Content-Type"] == "application/problem+json"
+
+
+@pytest.mark.parametrize("token", ["\xe9", "let-me-in\xe9", "\x00\xff", "let-me-\u00ef\u00bf"])
+def test_a_non_ascii_bearer_token_is_a_401_never_a_500(admin_app, token):
+    headers = {"Authorization": f"Bearer {token}"}
+    response = call(admin_app, "DELETE", f"/dead_letters/{UNKNOWN_ID}", headers=headers)
+    assert response.status == 401
+    assert "invalid_token" in response.headers["WWW-Authenticate"]
+
+
+def test_a_non_ascii_admin_token_matches_its_utf8_bytes(settings, client):
+    app = make_app(dataclasses.replace(settings, admin_token="s\u00e9same"))
+    # What a client sends for "sésame" in UTF-8, as PEP 3333 hands it over.
+    sent = "s\u00e9same".encode().decode("latin-1")
+    response = call(
+        app, "DELETE", f"/dead_letters/{UNKNOWN_ID}", headers={"Authorization": f"Bearer {sent}"}
+    )
+    assert response.status == 404
+
+
+def test_no_admin_token_configured_is_a_403_whatever_is_sent(app):
+    headers = {"Authorization": "Bearer anything"}
+    response = call(app, "DELETE", f"/dead_letters/{UNKNOWN_ID}", headers=headers)
+    assert response.status == 403
+    assert "WIZARD_ADMIN_TOKEN" in response.json()["detail"]
 
 
 def test_cluster_shows_a_worker_gone_once_it_misses_three_heartbeats(settings, client):

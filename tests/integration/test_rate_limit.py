@@ -31,11 +31,12 @@ def test_the_limit_is_shared_by_every_node_and_answers_429_with_retry_after(sett
     limited = dataclasses.replace(settings, rate_limit=1, rate_burst=2)
     node_1 = make_app(limited)
     node_2 = make_app(dataclasses.replace(limited, node_id="node-2"))
-    headers = {"X-Forwarded-For": "198.51.100.4"}
+    # Through a gateway in a trusted private network, as under compose.
+    via = {"headers": {"X-Forwarded-For": "198.51.100.4"}, "remote_addr": "172.18.0.2"}
 
-    first = call(node_1, "POST", "/task", query={"a": 1, "b": 2}, headers=headers)
-    second = call(node_2, "POST", "/task", query={"a": 1, "b": 2}, headers=headers)
-    third = call(node_1, "GET", "/add", query={"a": 1, "b": 2}, headers=headers)
+    first = call(node_1, "POST", "/task", query={"a": 1, "b": 2}, **via)
+    second = call(node_2, "POST", "/task", query={"a": 1, "b": 2}, **via)
+    third = call(node_1, "GET", "/add", query={"a": 1, "b": 2}, **via)
 
     assert (first.status, second.status) == (202, 202)
     assert third.status == 429
@@ -43,6 +44,38 @@ def test_the_limit_is_shared_by_every_node_and_answers_429_with_retry_after(sett
     assert int(third.headers["Retry-After"]) >= 1
     assert "198.51.100.4" in third.json()["detail"]
     assert client.llen(store.TASK_QUEUE) == 2
+    assert client.exists(store.rate_limit_key("198.51.100.4"))
+
+
+def test_answers_carry_the_ietf_ratelimit_headers(settings, client):
+    limited = dataclasses.replace(settings, rate_limit=1, rate_burst=3)
+    app = make_app(limited)
+
+    answers = [
+        call(app, "POST", "/task", query={"a": 1, "b": 2}, remote_addr="203.0.113.5")
+        for _ in range(4)
+    ]
+
+    assert [a.status for a in answers] == [202, 202, 202, 429]
+    policies = {a.headers["RateLimit-Policy"] for a in answers}
+    assert policies == {'"work";q=3;w=3'}
+    remaining = [a.headers["RateLimit"].split(";")[1] for a in answers]
+    assert remaining == ["r=2", "r=1", "r=0", "r=0"]
+    assert all(a.headers["RateLimit"].startswith('"work";r=') for a in answers)
+    reset = int(answers[-1].headers["RateLimit"].rsplit(";t=", 1)[1])
+    assert 1 <= reset <= 3
+    assert int(answers[-1].headers["Retry-After"]) >= 1
+
+
+def test_a_direct_client_cannot_pick_its_budget_with_forwarded_headers(settings, client):
+    app = make_app(dataclasses.replace(settings, rate_limit=1, rate_burst=1))
+    attacker = {"remote_addr": "203.0.113.66", "query": {"a": 1, "b": 2}}
+
+    first = call(app, "POST", "/task", headers={"X-Forwarded-For": "1.1.1.1"}, **attacker)
+    again = call(app, "POST", "/task", headers={"X-Real-IP": "2.2.2.2"}, **attacker)
+
+    assert (first.status, again.status) == (202, 429)
+    assert client.keys(store.RATE_LIMIT_PREFIX + "*") == [store.rate_limit_key("203.0.113.66")]
 
 
 def test_reads_are_never_limited(settings, client):

@@ -80,6 +80,10 @@ def test_the_node_id_defaults_to_this_machines_hostname():
         ("WIZARD_BLOCK_SECONDS", "0.5", "block_seconds", 0.5),
         ("WIZARD_RATE_LIMIT", "12.5", "rate_limit", 12.5),
         ("WIZARD_RATE_BURST", "5", "rate_burst", 5),
+        ("WIZARD_TRUSTED_PROXIES", " 10.1.0.0/16, ::1 ", "trusted_proxies", "10.1.0.0/16,::1"),
+        ("WIZARD_TRUSTED_PROXIES", "", "trusted_proxies", ""),
+        ("WIZARD_MAX_PENDING", "500", "max_pending", 500),
+        ("WIZARD_SYNC_SLOTS", "7", "sync_slots", 7),
     ],
 )
 def test_each_variable_is_parsed_into_its_setting(variable, raw, field, expected):
@@ -123,6 +127,11 @@ def test_each_variable_is_parsed_into_its_setting(variable, raw, field, expected
         ("WIZARD_RATE_LIMIT", "-1"),
         ("WIZARD_RATE_LIMIT", "fast"),
         ("WIZARD_RATE_BURST", "0"),
+        ("WIZARD_TRUSTED_PROXIES", "nginx"),
+        ("WIZARD_TRUSTED_PROXIES", "10.0.0.0/33"),
+        ("WIZARD_MAX_PENDING", "0"),
+        ("WIZARD_SYNC_SLOTS", "0"),
+        ("WIZARD_SYNC_SLOTS", "8"),
     ],
 )
 def test_an_invalid_value_raises_config_error_naming_the_variable(variable, raw):

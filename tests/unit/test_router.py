@@ -227,17 +227,6 @@ def test_a_request_without_a_usable_id_gets_a_fresh_one():
         assert len(request_id) == 32 and int(request_id, 16) >= 0
 
 
-def test_the_client_is_the_last_forwarded_hop_or_else_the_peer():
-    def client_of(**environ) -> str:
-        setup_testing_defaults(environ)
-        return Request(environ).client
-
-    assert client_of(REMOTE_ADDR="10.0.0.9") == "10.0.0.9"
-    assert client_of(REMOTE_ADDR="10.0.0.9", HTTP_X_FORWARDED_FOR="203.0.113.7") == "203.0.113.7"
-    forged = "1.2.3.4, 203.0.113.7"
-    assert client_of(REMOTE_ADDR="10.0.0.9", HTTP_X_FORWARDED_FOR=forged) == "203.0.113.7"
-
-
 # --- request fields -------------------------------------------------------
 
 
