@@ -5,6 +5,7 @@ Never sleep a guessed delay: wait for the condition, with a deadline.
 
 from __future__ import annotations
 
+import http.client
 import io
 import json
 import time
@@ -92,3 +93,39 @@ def call(
 
     chunks = app(environ, start_response)
     return WsgiResponse(captured["status"], captured["headers"], b"".join(chunks))
+
+
+class HttpAnswer:
+    """An HTTP answer read off a real socket: status, headers, body bytes."""
+
+    def __init__(self, response: http.client.HTTPResponse) -> None:
+        self.status = response.status
+        self.headers = {name.lower(): value for name, value in response.getheaders()}
+        self.body = response.read()
+
+    def json(self):
+        return json.loads(self.body)
+
+
+def request_from(
+    source: str,
+    url: str,
+    method: str,
+    path: str,
+    *,
+    headers: dict[str, str] | None = None,
+    body: bytes | None = None,
+    timeout: float = 30.0,
+) -> HttpAnswer:
+    """One HTTP request to ``url`` (``http://host:port``) from the local
+    address ``source`` (e.g. ``127.0.0.2``: every 127.x address is this
+    machine), so a server sees a real, distinct client address."""
+    host, port = url.removeprefix("http://").rsplit(":", 1)
+    connection = http.client.HTTPConnection(
+        host, int(port), timeout=timeout, source_address=(source, 0)
+    )
+    try:
+        connection.request(method, path, body=body, headers=headers or {})
+        return HttpAnswer(connection.getresponse())
+    finally:
+        connection.close()

@@ -170,7 +170,10 @@ class LocalCluster:
         self.gateway_port = gateway_port
         self.workers = workers
         self.var_dir = Path(var_dir).resolve()
-        self.node_env = dict(node_env or {})
+        # Nodes believe X-Forwarded-For only from the gateway, which reaches
+        # them from this host's address; a client calling a node directly,
+        # even from another loopback address, is then its own address.
+        self.node_env = {"WIZARD_TRUSTED_PROXIES": host, **(node_env or {})}
         self.external_valkey = valkey_url
         self.valkey_port = free_port(host)
         self.valkey: EmbeddedValkey | None = None

@@ -15,9 +15,9 @@ Three kinds of checks:
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
-import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
 
