@@ -1,18 +1,41 @@
 """Server: the API process of a node. Waitress serves the WSGI app
 (:func:`wizard.api.make_app`) until SIGTERM, then finishes the requests in
 flight and exits. The supervisor starts it with ``spawn`` (:func:`run_api`
-is top-level so a fresh interpreter can find it by name)."""
+is top-level so a fresh interpreter can find it by name).
+
+Two things differ from waitress's defaults (:func:`create`), both about the
+edge between the cluster and its clients:
+
+- ``X-Forwarded-For`` reaches the app untouched; :mod:`wizard.identity`
+  decides whom to believe (waitress's own ``trusted_proxy`` takes one
+  address or ``*``, not the list of networks ``WIZARD_TRUSTED_PROXIES`` is).
+- A request waitress cannot even parse (a control byte in a header value,
+  bad chunked framing, headers over its limit) never reaches the app, and
+  waitress answers it itself in ``text/plain``. Here its error task is
+  replaced so that answer is an RFC 9457 problem document like every other
+  error of the API::
+
+    >>> server = create(make_app(settings), settings)   # doctest: +SKIP
+    >>> server.run()                                     # doctest: +SKIP
+"""
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import signal
 import threading
 import time
 
+from waitress import create_server
+from waitress.channel import HTTPChannel
+from waitress.server import BaseWSGIServer
+from waitress.task import ErrorTask
+
 from . import logs
 from .config import Settings
+from .router import PROBLEM_BASE
 
 log = logging.getLogger(__name__)
 
@@ -20,8 +43,6 @@ log = logging.getLogger(__name__)
 def run_api(settings: Settings) -> None:
     """Entry point of the API process: serve the WSGI app with waitress until
     SIGTERM, then finish in-flight requests and exit."""
-    import waitress
-
     from .api import make_app
 
     logs.configure(settings.log_level, node=settings.node_id, process="api")
@@ -30,20 +51,7 @@ def run_api(settings: Settings) -> None:
     logging.getLogger("waitress.queue").setLevel(logging.ERROR)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
-    server = waitress.create_server(
-        make_app(settings),
-        host=settings.host,
-        port=settings.port,
-        threads=settings.threads,
-        ident="wizard",
-        # Long enough for nginx keepalive reuse, short enough to free threads.
-        channel_timeout=30,
-        # Leave X-Forwarded-For to wizard.identity, which believes it only
-        # from WIZARD_TRUSTED_PROXIES (a list of networks; waitress's own
-        # trusted_proxy takes one address or "*"). waitress would otherwise
-        # delete it from every peer, making every client behind nginx one.
-        clear_untrusted_proxy_headers=False,
-    )
+    server = create(make_app(settings), settings)
     _exit_when_orphaned()
     log.info("api listening", extra={"url": f"http://{settings.host}:{settings.port}"})
     server.run()
@@ -66,3 +74,62 @@ def _exit_when_orphaned() -> None:
         os.kill(os.getpid(), signal.SIGTERM)
 
     threading.Thread(target=watch, name="orphan-watch", daemon=True).start()
+
+
+#: Seconds an idle or silent connection may hold a request thread's channel:
+#: long enough for nginx keepalive reuse, short enough to free threads.
+CHANNEL_TIMEOUT = 30
+
+
+def create(app, settings: Settings) -> BaseWSGIServer:
+    """A waitress server for ``app`` on ``settings.host:settings.port`` with
+    ``settings.threads`` request threads (not started: call ``run()``)."""
+    server = create_server(
+        app,
+        host=settings.host,
+        port=settings.port,
+        threads=settings.threads,
+        ident="wizard",
+        channel_timeout=CHANNEL_TIMEOUT,
+        # Leave X-Forwarded-For to wizard.identity (see the module docstring);
+        # waitress would otherwise delete it from every peer, making every
+        # client behind nginx one client.
+        clear_untrusted_proxy_headers=False,
+    )
+    server.channel_class = _problem_channel(settings.node_id)
+    return server
+
+
+def _problem_channel(node_id: str) -> type[HTTPChannel]:
+    """waitress's connection class, answering unparsable requests with
+    :class:`ProblemErrorTask` on behalf of ``node_id``."""
+    task = type("NodeProblemErrorTask", (ProblemErrorTask,), {"node_id": node_id})
+    return type("ProblemChannel", (HTTPChannel,), {"error_task_class": task})
+
+
+class ProblemErrorTask(ErrorTask):
+    """waitress's answer to a request it could not parse, as a problem
+    document (RFC 9457): same status, ``application/problem+json``."""
+
+    #: The node named in ``handled_by``.
+    node_id = "node"
+
+    def execute(self) -> None:
+        """Write the problem document and close the connection (the rest of
+        the bytes on it cannot be trusted to start a request)."""
+        error = self.request.error
+        body = json.dumps(
+            {
+                "type": PROBLEM_BASE + error.reason.lower().replace(" ", "-"),
+                "title": error.reason,
+                "status": error.code,
+                "detail": f"the node could not read this request ({error.body}); "
+                "send a well-formed HTTP/1.1 request with printable header values",
+                "handled_by": self.node_id,
+            }
+        ).encode()
+        self.status = f"{error.code} {error.reason}"
+        self.response_headers.append(("Content-Type", "application/problem+json"))
+        self.set_close_on_finish()
+        self.content_length = len(body)
+        self.write(body)

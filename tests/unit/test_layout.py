@@ -27,6 +27,7 @@ LAYERS = [
     "wizard.scheduler",
     "wizard.ratelimit",
     "wizard.access",
+    "wizard.identity",
     "wizard.router",
     "wizard.views",
     "wizard.api",
