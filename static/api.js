@@ -68,12 +68,12 @@ function announceAnswer(body) {
  * Call the API and return its JSON body.
  * Throws ApiError carrying the problem's `detail` on any failure.
  */
-export async function call(method, path, params = {}) {
+export async function call(method, path, params = {}, headers = {}) {
   let response;
   try {
     response = await fetch(withQuery(path, params), {
       method,
-      headers: { Accept: "application/json" },
+      headers: { Accept: "application/json", ...headers },
       cache: "no-store",
     });
   } catch (error) {
@@ -100,9 +100,22 @@ export const getRecentTasks = (limit) => call("GET", "tasks", { limit });
 /** GET /add?a=&b= → {sum, elapsed_ms, handled_by}: blocks while it works. */
 export const addNow = (a, b) => call("GET", "add", { a, b });
 
-/** POST /task?a=&b=&operation= → 202 {task_id, status, accepted_by, ...} */
-export const submitTask = (a, b, operation = "add") =>
-  call("POST", "task", { a, b, operation });
+/**
+ * A fresh Idempotency-Key: 32 random hex digits. crypto.getRandomValues works
+ * on plain http too (crypto.randomUUID needs https or localhost).
+ */
+export function newIdempotencyKey() {
+  const bytes = crypto.getRandomValues(new Uint8Array(16));
+  return Array.from(bytes, (byte) => byte.toString(16).padStart(2, "0")).join("");
+}
+
+/**
+ * POST /task?a=&b=&operation= → 202 {task_id, status, accepted_by, ...}
+ * Every submit carries its own Idempotency-Key, so sending the same request
+ * again (after a 504 from a frozen node, say) cannot create a second task.
+ */
+export const submitTask = (a, b, operation = "add", key = newIdempotencyKey()) =>
+  call("POST", "task", { a, b, operation }, { "Idempotency-Key": key });
 
 /** GET /tasks/<id>/status → the task, plus `checked_by` (the node asked). */
 export const taskStatus = (taskId) => call("GET", `tasks/${encodeURIComponent(taskId)}/status`);

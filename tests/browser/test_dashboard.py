@@ -127,3 +127,16 @@ def test_a_killed_node_turns_grey_within_seconds_and_regains_its_colour(dashboar
 
     expect(card).to_have_attribute("data-alive", "true")
     expect(card).not_to_have_css("filter", "grayscale(1)")
+
+
+def test_every_submit_carries_its_own_idempotency_key(dashboard):
+    keys = []
+    for a in ("2", "3"):
+        with dashboard.page.expect_request(
+            lambda request: request.method == "POST" and "/task?" in request.url
+        ) as sent:
+            dashboard.queue_one_task(a, "1")
+        keys.append(sent.value.headers.get("idempotency-key", ""))
+
+    assert all(re.fullmatch(r"[0-9a-f]{32}", key) for key in keys), keys
+    assert keys[0] != keys[1]

@@ -308,3 +308,11 @@ def test_the_deployment_guide_explains_each_file_the_user_brings():
     guide = (ROOT / "docs" / "deployment.md").read_text()
     for path in BROUGHT_BY_THE_USER | {"ops/nginx/certs/origin.pem", "ops/nginx/certs/origin.key"}:
         assert path in guide, path
+
+
+def test_the_nodes_limit_each_client_and_bound_the_queue_and_sync_work(services):
+    settings = Settings.from_env(services["app"]["environment"])
+
+    assert settings.rate_limit > 0 and settings.rate_burst >= 1
+    assert settings.max_pending <= 100_000
+    assert settings.sync_slots < settings.threads

@@ -307,3 +307,13 @@ def test_the_app_has_a_disruption_budget_and_an_autoscaler_over_its_deployment(o
     assert scaler["spec"]["maxReplicas"] > scaler["spec"]["minReplicas"]
     (container,) = app["spec"]["template"]["spec"]["containers"]
     assert "cpu" in container["resources"]["requests"], "CPU utilization needs a request"
+
+
+def test_the_nodes_limit_each_client_and_bound_the_queue_and_sync_work(objects):
+    (container,) = workload(objects, "app")["spec"]["template"]["spec"]["containers"]
+    plain = {item["name"]: item["value"] for item in container["env"] if "value" in item}
+    settings = Settings.from_env(plain)
+
+    assert settings.rate_limit > 0 and settings.rate_burst >= 1
+    assert settings.max_pending <= 100_000
+    assert settings.sync_slots < settings.threads
