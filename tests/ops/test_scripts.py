@@ -133,7 +133,7 @@ def test_dead_letters_are_listed_and_retrying_one_needs_the_admin_token(cluster)
 
     refused = run("06-dead-letters.sh", cluster.url)
     assert task_id in refused
-    assert "-> 403: without the admin token the retry is refused." in refused
+    assert "-> 401: without the admin token the retry is refused." in refused
 
     retried = run("06-dead-letters.sh", cluster.url, WIZARD_ADMIN_TOKEN=ADMIN_TOKEN)
     assert f"-> 202: task {task_id} is back in the queue" in retried
