@@ -12,7 +12,7 @@ PY      := $(VENV)/bin/python
 PIP     := $(PY) -m pip --disable-pip-version-check -q
 CHROMIUM ?= /usr/bin/chromium
 
-.PHONY: run test chaos bench lint up public certs down clean install-local install-dev install-public chromium
+.PHONY: run test chaos bench edge-figures lint up public certs down clean install-local install-dev install-public chromium
 
 # The virtual environment, created once.
 $(PY):
@@ -61,6 +61,10 @@ chaos: install-dev
 ## bench: throughput and latency against their ceilings (not a test)
 bench: install-dev
 	$(PY) benchmarks/run.py
+
+## edge-figures: measure the node side of the edge; rewrites docs/edge.md (~3 min)
+edge-figures: install-dev
+	$(PY) -m benchmarks.edge_node
 
 ## lint: static checks of the Python code
 lint: install-dev

@@ -49,8 +49,10 @@ class FuzzReport:
     not_problems: list[str] = field(default_factory=list)
     #: Requests that got no answer in REQUEST_TIMEOUT (or a reset connection).
     no_answer: list[str] = field(default_factory=list)
-    #: Operations fuzzed.
+    #: Operations in the document (each fuzzed in both modes).
     operations: int = 0
+    #: "METHOD /template" of each operation that got at least one answer.
+    answered: set[str] = field(default_factory=set)
     #: Wall-clock duration of the run, seconds.
     seconds: float = 0.0
 
@@ -63,6 +65,7 @@ class FuzzReport:
         """Check one answer and count it."""
         where = f"{case.method} {case.formatted_path} -> {response.status_code}"
         self.statuses[response.status_code] += 1
+        self.answered.add(f"{case.method} {case.path}")
         if response.status_code >= 500:
             self.server_errors.append(f"{where}: {response.content[:200]!r}")
         if response.status_code >= 400 and not is_problem(response):
@@ -99,25 +102,47 @@ def fuzz(base_url: str, *, examples: int, seconds: float, admin_token: str = "")
     with the right bearer token half of the time. Returns the report; raises
     nothing for a bad answer (the caller asserts on the report)."""
     schema = schemathesis.openapi.from_dict(json.loads(OPENAPI_PATH.read_text()))
-    report = FuzzReport()
+    operations = [result.ok() for result in schema.get_all_operations()]
+    runs = [(op, mode) for op in operations for mode in GenerationMode]
+    report = FuzzReport(operations=len(operations))
     started = time.monotonic()
-    deadline = started + seconds
     session = requests.Session()
     try:
-        for result in schema.get_all_operations():
-            operation = result.ok()
-            report.operations += 1
-            for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE):
-                strategy = operation.as_strategy(generation_mode=mode)
-                _run(strategy, examples, deadline, base_url, session, report, admin_token)
+        for done, (operation, mode) in enumerate(runs):
+            # Each run gets an equal share of the time left, so a slow
+            # operation cannot starve the ones after it.
+            share = (started + seconds - time.monotonic()) / (len(runs) - done)
+            strategy = operation.as_strategy(generation_mode=mode)
+            try:
+                _run(
+                    strategy,
+                    examples,
+                    time.monotonic() + share,
+                    base_url,
+                    session,
+                    report,
+                    admin_token,
+                )
+            except TimeUp:
+                # This run's share of the time is spent: on to the next one.
+                continue
     finally:
         session.close()
     report.seconds = time.monotonic() - started
     return report
 
 
+class TimeUp(Exception):
+    """Raised inside a Hypothesis run when the fuzz run's time is spent, to
+    end it without generating the remaining examples."""
+
+
 def _run(strategy, examples, deadline, base_url, session, report, admin_token) -> None:
-    """Draw ``examples`` cases from ``strategy`` and send each one."""
+    """Draw ``examples`` cases from ``strategy`` and send each one.
+
+    Raises:
+        TimeUp: ``deadline`` (time.monotonic) passed.
+    """
 
     @settings(
         max_examples=examples,
@@ -129,7 +154,7 @@ def _run(strategy, examples, deadline, base_url, session, report, admin_token) -
     @given(strategy)
     def send(case) -> None:
         if time.monotonic() > deadline:
-            return
+            raise TimeUp
         headers = {}
         if admin_token and case.operation.definition.raw.get("security") and report.requests % 2:
             headers["Authorization"] = f"Bearer {admin_token}"

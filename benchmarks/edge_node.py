@@ -1,0 +1,265 @@
+"""The node side of the edge, measured: the figures of docs/edge.md, "Node".
+
+Run from the repository root (``make edge-figures``)::
+
+    .venv/bin/python -m benchmarks.edge_node            # measure, print, rewrite docs/edge.md
+    .venv/bin/python -m benchmarks.edge_node --print    # measure and print only
+
+Two local clusters (real Valkey, nodes and nginx on 127.0.0.1), one after
+the other, each stopped by PID before the next starts:
+
+1. *limits*: three nodes without workers (nothing drains the queue), the
+   rate limit on (``WIZARD_RATE_LIMIT=0.01``, bursts of 20: one window lasts
+   the whole run), ``WIZARD_MAX_PENDING=2000``, the demo's 2 s of work per
+   ``/add`` and 4 sync slots of 8 threads. Measured: two clients' budgets,
+   health latency under 200 concurrent ``/add``, and a Valkey fill attempt.
+2. *fuzz*: the fuzz suite's cluster and run (tests/fuzz), for its counts.
+
+Clients are distinct source addresses (127.0.0.2, 127.0.1.7, ...): every
+127.x address is this machine, so nginx and the nodes see real, different
+peers. Latencies are wall-clock, client side, through the gateway.
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing
+import os
+import re
+import statistics
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import valkey
+
+from tests.fuzz.fuzzer import fuzz
+from tests.fuzz.test_fuzz import ADMIN_TOKEN, EXAMPLES, SECONDS
+from tests.support import request_from
+from wizard import store
+from wizard.cluster import ROOT, LocalCluster, free_port
+
+DOC = ROOT / "docs" / "edge.md"
+START, END = "<!-- node-figures:start -->", "<!-- node-figures:end -->"
+
+BURST = 20
+MAX_PENDING = 2000
+FLOOD = 200
+PROBES = ("/healthz", "/readyz", "/metrics", "/whoami")
+FORM = {"Content-Type": "application/x-www-form-urlencoded"}
+
+
+def limits_cluster(var_dir: Path) -> LocalCluster:
+    """Cluster 1 (see the module docstring)."""
+    return LocalCluster(
+        gateway_port=free_port(),
+        nodes=3,
+        workers=0,
+        var_dir=var_dir,
+        node_env={
+            "WIZARD_WORK_SECONDS": "2",
+            "WIZARD_RATE_LIMIT": "0.01",
+            "WIZARD_RATE_BURST": str(BURST),
+            "WIZARD_MAX_PENDING": str(MAX_PENDING),
+            "WIZARD_THREADS": "8",
+            "WIZARD_SYNC_SLOTS": "4",
+            "WIZARD_LOG_LEVEL": "warning",
+        },
+    )
+
+
+def submit(url: str, source: str):
+    return request_from(source, url, "POST", "/task", headers=FORM, body=b"a=1&b=2")
+
+
+def budgets(cluster: LocalCluster, db: valkey.Valkey) -> list[str]:
+    """Two clients, 30 POST /task each, one after the other."""
+    rows = []
+    for source in ("127.0.0.2", "127.0.0.3"):
+        statuses = [submit(cluster.url, source).status for _ in range(BURST + 10)]
+        key = store.rate_limit_key(source)
+        rows.append(
+            f"| client {source}: {BURST + 10} `POST /task` in one window | "
+            f"{statuses.count(202)} accepted, {statuses.count(429)} answered 429; "
+            f"`{key}` in Valkey: {'yes' if db.exists(key) else 'no'} |"
+        )
+    gateway = db.exists(store.rate_limit_key("127.0.0.1"))
+    rows.append(f"| the gateway itself counted as a client | {'yes' if gateway else 'no'} |")
+    return rows
+
+
+def percentile(values: list[float], fraction: float) -> float:
+    """The ``fraction`` quantile (nearest rank) of ``values``."""
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
+
+
+def flood(cluster: LocalCluster) -> list[str]:
+    """Health latency, idle then under 200 concurrent GET /add. The flood
+    runs in its own process (:func:`send_flood`), so the probes here do not
+    wait for the flood's threads to let go of the interpreter lock."""
+    idle = [timed_probe(cluster.url, "/healthz") for _ in range(100)]
+    timings: dict[str, list[float]] = {path: [] for path in PROBES}
+    sources = [f"127.0.1.{n}" for n in range(1, FLOOD // 2 + 1)] * 2
+    context = multiprocessing.get_context("spawn")
+    started, results = context.Event(), context.Queue()
+    flooder = context.Process(target=send_flood, args=(cluster.url, sources, started, results))
+    flooder.start()
+    try:
+        if not started.wait(timeout=60):
+            raise SystemExit("the flood process did not start")
+        deadline = time.monotonic() + 120
+        while results.empty() and time.monotonic() < deadline:
+            for path in PROBES:
+                timings[path].append(timed_probe(cluster.url, path))
+        answers, lasted = results.get(timeout=120)
+    finally:
+        flooder.join(timeout=60)
+    statuses = [status for status, _ in answers]
+    rows = [
+        f"| `/healthz` idle, 100 requests | p50 {ms(statistics.median(idle))}, "
+        f"p99 {ms(percentile(idle, 0.99))} |",
+        f"| {FLOOD} concurrent `GET /add` (2 s of work each) through the gateway | "
+        f"{statuses.count(200)} answered 200, {statuses.count(503)} answered 503 "
+        f"(client-side p50 {ms(statistics.median(t for s, t in answers if s == 503))}), "
+        f"other: {len(statuses) - statuses.count(200) - statuses.count(503)}; "
+        f"flood over in {lasted:.1f} s |",
+    ]
+    for path in PROBES:
+        values = timings[path]
+        rows.append(
+            f"| `{path}` during the flood, {len(values)} requests | "
+            f"p50 {ms(statistics.median(values))}, p99 {ms(percentile(values, 0.99))}, "
+            f"max {ms(max(values))} |"
+        )
+    return rows
+
+
+def send_flood(url: str, sources: list[str], started, results) -> None:
+    """In a child process: one GET /add per source, all at once; puts
+    ([(status, seconds)...], seconds the flood lasted) on ``results``."""
+    with ThreadPoolExecutor(max_workers=len(sources)) as pool:
+        began = time.monotonic()
+        started.set()
+        answers = list(pool.map(lambda source: add(url, source), sources))
+    results.put((answers, time.monotonic() - began))
+
+
+def timed_probe(url: str, path: str) -> float:
+    started = time.perf_counter()
+    answer = request_from("127.0.0.250", url, "GET", path, timeout=30)
+    assert answer.status == 200, (path, answer.status, answer.body[:200])
+    return time.perf_counter() - started
+
+
+def add(url: str, source: str) -> tuple[int, float]:
+    started = time.perf_counter()
+    answer = request_from(source, url, "GET", "/add?a=1&b=2", timeout=60)
+    return answer.status, time.perf_counter() - started
+
+
+def ms(seconds: float) -> str:
+    return f"{seconds * 1000:.1f} ms"
+
+
+def fill(cluster: LocalCluster, db: valkey.Valkey) -> list[str]:
+    """Submit from many clients (each within its budget) until the queue
+    bound answers 503; nothing drains the queue."""
+    before = db.info("memory")
+    sources = [f"127.0.2.{n}" for n in range(1, 201)]
+    jobs = [source for source in sources for _ in range(BURST)][: MAX_PENDING + 1000]
+    with ThreadPoolExecutor(max_workers=16) as pool:
+        answers = list(pool.map(lambda s: submit(cluster.url, s), jobs))
+    full = [a for a in answers if a.status == 503]
+    after = db.info("memory")
+    said = "yes" if full and all("the queue is full" in a.json()["detail"] for a in full) else "no"
+    retry = sorted({a.headers.get("retry-after") for a in full})
+    maxmemory = int(after["maxmemory"])
+    return [
+        f"| {len(jobs)} `POST /task` from {len(jobs) // BURST} clients, "
+        f"`WIZARD_MAX_PENDING={MAX_PENDING}`, no workers | "
+        f"{sum(a.status == 202 for a in answers)} accepted, {len(full)} answered 503 "
+        f'(all "the queue is full": {said}; `Retry-After` {", ".join(retry)} s), '
+        f"other: {sum(a.status not in (202, 503) for a in answers)} |",
+        f"| queue length afterwards | {db.llen(store.TASK_QUEUE)} |",
+        f"| Valkey memory before / after / maxmemory | "
+        f"{mb(before['used_memory'])} / {mb(after['used_memory'])} / {mb(maxmemory)} "
+        f"({100 * int(after['used_memory']) / maxmemory:.1f} % full) |",
+    ]
+
+
+def mb(count) -> str:
+    return f"{int(count) / 2**20:.1f} MB"
+
+
+def fuzzing(var_dir: Path) -> list[str]:
+    """The fuzz suite's run, on the fuzz suite's cluster settings."""
+    cluster = LocalCluster(
+        gateway_port=free_port(),
+        nodes=2,
+        workers=1,
+        var_dir=var_dir,
+        node_env={
+            "WIZARD_WORK_SECONDS": "0",
+            "WIZARD_ADMIN_TOKEN": ADMIN_TOKEN,
+            "WIZARD_RATE_LIMIT": "200",
+            "WIZARD_RATE_BURST": "400",
+            "WIZARD_LOG_LEVEL": "warning",
+        },
+    )
+    with cluster:
+        report = fuzz(cluster.url, examples=EXAMPLES, seconds=SECONDS, admin_token=ADMIN_TOKEN)
+    by_status = ", ".join(f"{code}: {count}" for code, count in sorted(report.statuses.items()))
+    return [
+        f"| schemathesis, {report.operations} operations, positive and negative cases, "
+        f"through the gateway | {report.requests} requests in {report.seconds:.0f} s "
+        f"({by_status}) |",
+        f"| answers of 5xx / errors that are not problem+json / no answer | "
+        f"{len(report.server_errors)} / {len(report.not_problems)} / {len(report.no_answer)} |",
+    ]
+
+
+def measure() -> str:
+    """Run everything; the Markdown table."""
+    with tempfile.TemporaryDirectory(prefix="edge-node-") as scratch:
+        cluster = limits_cluster(Path(scratch) / "limits")
+        with cluster:
+            db = valkey.Valkey.from_url(cluster.valkey_url, decode_responses=True)
+            try:
+                rows = budgets(cluster, db) + flood(cluster) + fill(cluster, db)
+            finally:
+                db.close()
+        rows += fuzzing(Path(scratch) / "fuzz")
+    header = ["| what | measured |", "| --- | --- |"]
+    stamp = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    load = ", ".join(f"{value:.1f}" for value in os.getloadavg())
+    note = (
+        f"Measured {stamp} by `make edge-figures` (benchmarks/edge_node.py) on this "
+        f"{os.cpu_count()}-core machine, load average at the end {load}: latencies are "
+        "wall-clock and shared the cores with everything else running."
+    )
+    return "\n".join([note, "", *header, *rows])
+
+
+def rewrite(table: str) -> None:
+    """Put ``table`` between the markers of docs/edge.md."""
+    text = DOC.read_text()
+    pattern = re.compile(re.escape(START) + ".*?" + re.escape(END), re.S)
+    if not pattern.search(text):
+        raise SystemExit(f"{DOC} has no {START} ... {END} markers")
+    DOC.write_text(pattern.sub(lambda _: f"{START}\n{table}\n{END}", text))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--print", action="store_true", help="do not rewrite docs/edge.md")
+    options = parser.parse_args()
+    table = measure()
+    print(table)
+    if not options.print:
+        rewrite(table)
+
+
+if __name__ == "__main__":
+    main()
