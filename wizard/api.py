@@ -275,8 +275,9 @@ class Api:
 
         At most ``WIZARD_SYNC_SLOTS`` run at once on a node; past that the
         answer is an immediate 503 pointing to POST /task, so the remaining
-        request threads stay free for health checks."""
-        limits = self._limit_rate(request)
+        request threads stay free for health checks. The slot is checked
+        before the rate limit: a refusal costs no Valkey round trip, so a
+        flood of additions drains from the node's queue in microseconds."""
         a = _operand(request.query, "a")
         b = _operand(request.query, "b")
         if not self.sync_slots.acquire(blocking=False):
@@ -285,6 +286,7 @@ class Api:
                 "retry shortly, or submit it with POST /task and poll its status_url"
             )
         try:
+            limits = self._limit_rate(request)
             started = time.perf_counter()
             total = compute("add", a, b, work_seconds=self.settings.work_seconds)
             elapsed_ms = (time.perf_counter() - started) * 1000
