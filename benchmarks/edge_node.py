@@ -225,7 +225,7 @@ def measure() -> str:
     with tempfile.TemporaryDirectory(prefix="edge-node-") as scratch:
         cluster = limits_cluster(Path(scratch) / "limits")
         with cluster:
-            db = valkey.Valkey.from_url(cluster.valkey_url, decode_responses=True)
+            db = valkey.Valkey.from_url(cluster.admin_url, decode_responses=True)
             try:
                 rows = budgets(cluster, db) + flood(cluster) + fill(cluster, db)
             finally:

@@ -128,6 +128,8 @@ def _http_url(name: str, raw: str) -> str:
     if raw and not raw.startswith(("https://", "http://")):
         raise ConfigError(f"{name} must be an https:// URL, got {raw!r}")
     return raw
+
+
 def _networks(name: str, raw: str) -> str:
     """A comma-separated list of addresses or CIDR networks; kept as text
     (the frozen settings stay plain strings for child processes), checked here."""

@@ -48,7 +48,7 @@ def cluster(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def db(cluster):
-    connection = valkey.Valkey.from_url(cluster.valkey_url, decode_responses=True)
+    connection = valkey.Valkey.from_url(cluster.admin_url, decode_responses=True)
     yield connection
     connection.close()
 
