@@ -1,0 +1,282 @@
+"""The real docker-compose.yml, run under podman by the container tests.
+
+There is no Docker engine and no container registry on the machines these
+tests run on, so the deployment runs under Debian's podman 4.3 and
+podman-compose, with three differences from Docker that the tests name:
+
+- healthchecks: podman runs them from systemd timers, which a test machine
+  does not have, so a *health pump* (``python -m tests.containers.pump``,
+  a background process stopped by PID) runs ``podman healthcheck run`` for
+  each container at its own interval;
+- start order: podman 4.3 ignores ``depends_on: condition: service_healthy``,
+  so the tests wait for every service to be healthy themselves;
+- Docker's embedded DNS at 127.0.0.11 does not exist: the nginx stand-in
+  image forwards it to podman's DNS server (tests/containers/images/embedded-dns).
+
+Everything a stack starts carries the label ``io.podman.compose.project=<its
+project>``, a name made fresh for each stack, and is removed by id at the end::
+
+    podman = Podman()
+    with Stack(podman, profiles=("dev",)) as stack:
+        stack.wait_healthy({"valkey": 1, "app": 3, "gateway": 1})
+        stack.get("/whoami")
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import requests
+
+from wizard.cluster import free_port
+
+#: This folder, the repository's root, and the files the tests run.
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parents[1]
+COMPOSE_FILE = ROOT / "docker-compose.yml"
+#: Laid over docker-compose.yml, in this order: what podman needs (and no
+#: host ports), then the gateways on loopback ports the test chooses.
+OVERRIDE_FILES = (HERE / "compose.podman.yml", HERE / "compose.loopback.yml")
+#: podman's settings for these tests (runtime, ulimits), via CONTAINERS_CONF.
+CONTAINERS_CONF = HERE / "containers.conf"
+#: podman-compose, installed next to this Python by the dev extra.
+PODMAN_COMPOSE = str(Path(sys.executable).parent / "podman-compose")
+
+#: The label podman-compose puts on every container, network and volume.
+PROJECT_LABEL = "io.podman.compose.project"
+#: The label naming a container's compose service.
+SERVICE_LABEL = "com.docker.compose.service"
+#: Prefix of every project name the tests make, so a stray one is recognisable.
+PROJECT_PREFIX = "wizardtest"
+
+#: Longest wait for one podman command, seconds (a build can take minutes).
+COMMAND_TIMEOUT = 600.0
+#: Longest wait for one HTTP request to the gateway, seconds.
+HTTP_TIMEOUT = 10.0
+
+
+class EngineError(RuntimeError):
+    """Raised when a podman or podman-compose command fails; the message
+    carries its command line and output."""
+
+
+class Podman:
+    """The podman command line, always with this folder's containers.conf.
+
+    Every call is a subprocess with a timeout; ``check`` raises EngineError
+    on a non-zero exit.
+    """
+
+    def __init__(self, conf: Path = CONTAINERS_CONF) -> None:
+        self.env = {**os.environ, "CONTAINERS_CONF": str(conf)}
+
+    def run(
+        self, *args: str, timeout: float = COMMAND_TIMEOUT, check: bool = True, **env: str
+    ) -> subprocess.CompletedProcess:
+        """Run ``podman *args`` (or podman-compose when args[0] is its path)."""
+        argv = list(args) if args[0] == PODMAN_COMPOSE else ["podman", *args]
+        result = subprocess.run(
+            argv,
+            env={**self.env, **env},
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+        if check and result.returncode != 0:
+            raise EngineError(f"{' '.join(argv)} exited {result.returncode}:\n{result.stderr}")
+        return result
+
+    def json(self, *args: str) -> list | dict:
+        """Run a podman command that prints JSON (``--format json``) and parse it."""
+        return json.loads(self.run(*args).stdout or "[]")
+
+    def exists(self, kind: str, name: str) -> bool:
+        """True if the image/container/network/volume ``name`` exists (``kind exists``)."""
+        return self.run(kind, "exists", name, check=False).returncode == 0
+
+    def inspect(self, name: str) -> dict:
+        """``podman inspect`` of one container, image, network or volume."""
+        return self.json("inspect", name)[0]
+
+
+@dataclass(frozen=True)
+class Container:
+    """One container of a stack, as ``podman ps`` lists it."""
+
+    id: str
+    name: str
+    service: str
+    state: str
+
+    @property
+    def hostname(self) -> str:
+        """The container's hostname, which names the node (/whoami): its short id."""
+        return self.id[:12]
+
+
+@dataclass
+class Stack:
+    """docker-compose.yml (+ compose.podman.yml) up under a project of its own.
+
+    ``profiles`` are compose profiles (``dev`` needs none); the gateways are
+    published on free loopback ports. Use as a context manager: leaving it
+    runs ``down -v`` and then removes by id whatever still carries the
+    project's label, and stops the health pump.
+    """
+
+    podman: Podman
+    profiles: tuple[str, ...] = ()
+    #: Extra environment for compose's ${...} substitutions.
+    env: dict[str, str] = field(default_factory=dict)
+    project: str = field(default_factory=lambda: PROJECT_PREFIX + secrets.token_hex(4))
+    gateway_port: int = field(default_factory=free_port)
+    public_port: int = field(default_factory=free_port)
+    pump: subprocess.Popen | None = None
+
+    # --- compose ----------------------------------------------------------
+
+    def compose(self, *args: str, timeout: float = COMMAND_TIMEOUT) -> subprocess.CompletedProcess:
+        """Run ``podman-compose -p <project> -f docker-compose.yml -f <each
+        override> [--profile p]... *args``."""
+        profiles = [arg for name in self.profiles for arg in ("--profile", name)]
+        files = [arg for path in (COMPOSE_FILE, *OVERRIDE_FILES) for arg in ("-f", str(path))]
+        argv = [PODMAN_COMPOSE, "-p", self.project, *files, *profiles, *args]
+        substitutions = {
+            "WIZARD_TEST_GATEWAY_PORT": str(self.gateway_port),
+            "WIZARD_TEST_PUBLIC_PORT": str(self.public_port),
+            **self.env,
+        }
+        return self.podman.run(*argv, timeout=timeout, **substitutions)
+
+    def up(self) -> None:
+        """Build the app image, ``up -d``, then start the health pump. (``make
+        up`` runs ``up --build``; podman-compose would build the same image
+        once per replica, so it is built once first.)"""
+        self.compose("build", "app")
+        self.compose("up", "-d")
+        self.start_pump()
+
+    def start_pump(self) -> None:
+        """Start the health pump for this project, once (stopped by PID in stop_pump)."""
+        if self.pump is not None:
+            return
+        argv = [sys.executable, "-m", "tests.containers.pump", self.project]
+        self.pump = subprocess.Popen(argv, cwd=ROOT, env=self.podman.env)
+
+    def stop_pump(self) -> None:
+        """Stop the health pump by PID: SIGTERM, then SIGKILL after 10 s."""
+        if self.pump is None:
+            return
+        self.pump.terminate()
+        try:
+            self.pump.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            # It did not finish its current round in time: stop it now.
+            self.pump.kill()
+            self.pump.wait(timeout=10)
+        self.pump = None
+
+    def down(self) -> None:
+        """``down -v --remove-orphans`` (stops with each service's grace period),
+        then remove by id whatever the project still owns, then stop the pump."""
+        try:
+            self.compose("down", "-v", "--remove-orphans")
+        finally:
+            self.remove_leftovers()
+            self.stop_pump()
+
+    def remove_leftovers(self) -> None:
+        """Remove by id every container, network and volume with this project's label."""
+        leftovers = self.leftovers()
+        for container in leftovers["containers"]:
+            self.podman.run("rm", "--force", "--time", "0", container, check=False)
+        for network in leftovers["networks"]:
+            self.podman.run("network", "rm", "--force", network, check=False)
+        for volume in leftovers["volumes"]:
+            self.podman.run("volume", "rm", "--force", volume, check=False)
+
+    def leftovers(self) -> dict[str, list[str]]:
+        """Ids of this project's containers, networks and volumes still present."""
+        label = f"label={PROJECT_LABEL}={self.project}"
+        return {
+            "containers": self._ids("ps", "--all", "--quiet", "--filter", label),
+            "networks": self._ids("network", "ls", "--quiet", "--filter", label),
+            "volumes": self._ids("volume", "ls", "--quiet", "--filter", label),
+        }
+
+    def _ids(self, *args: str) -> list[str]:
+        return self.podman.run(*args).stdout.split()
+
+    def __enter__(self) -> Stack:
+        try:
+            self.up()
+        except BaseException:
+            # A failed start still leaves containers and networks behind.
+            self.down()
+            raise
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.down()
+
+    # --- what runs ----------------------------------------------------------
+
+    def containers(self, service: str | None = None) -> list[Container]:
+        """This project's containers (running or not), optionally of one service,
+        sorted by name (``<project>_<service>_<n>``)."""
+        rows = self.podman.json(
+            "ps", "--all", "--format", "json", "--filter", f"label={PROJECT_LABEL}={self.project}"
+        )
+        found = [
+            Container(
+                id=row["Id"],
+                name=row["Names"][0],
+                service=row["Labels"].get(SERVICE_LABEL, ""),
+                state=row["State"],
+            )
+            for row in rows
+        ]
+        return sorted(
+            (c for c in found if service in (None, c.service)), key=lambda c: c.name
+        )
+
+    def health(self, container: Container) -> str:
+        """The container's health: ``starting``, ``healthy``, ``unhealthy``,
+        or ``""`` for a container without a healthcheck or not running."""
+        state = self.podman.inspect(container.id)["State"]
+        return (state.get("Health") or state.get("Healthcheck") or {}).get("Status", "")
+
+    def healthy(self, expected: dict[str, int]) -> bool:
+        """True once each service in ``expected`` has that many running,
+        healthy containers (service name -> count)."""
+        for service, count in expected.items():
+            running = [c for c in self.containers(service) if c.state == "running"]
+            if len(running) != count or any(self.health(c) != "healthy" for c in running):
+                return False
+        return True
+
+    def network(self, name: str) -> str:
+        """The podman name of the compose network ``name`` (``frontend``...)."""
+        return f"{self.project}_{name}"
+
+    # --- HTTP through the published gateway port --------------------------
+
+    @property
+    def url(self) -> str:
+        """The dev gateway, published on the host's loopback only."""
+        return f"http://127.0.0.1:{self.gateway_port}"
+
+    def get(self, path: str, **kwargs) -> requests.Response:
+        """GET ``path`` through the dev gateway."""
+        return requests.get(self.url + path, timeout=HTTP_TIMEOUT, **kwargs)
+
+    def post(self, path: str, **kwargs) -> requests.Response:
+        """POST ``path`` through the dev gateway."""
+        return requests.post(self.url + path, timeout=HTTP_TIMEOUT, **kwargs)
+
