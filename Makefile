@@ -12,7 +12,8 @@ PY      := $(VENV)/bin/python
 PIP     := $(PY) -m pip --disable-pip-version-check -q
 CHROMIUM ?= /usr/bin/chromium
 
-.PHONY: run test chaos bench edge-figures lint up public certs down clean install-local install-dev install-public chromium
+.PHONY: run test chaos bench edge-figures lint up public certs down clean install-local install-dev \
+        install-public chromium podman containers-test
 
 # The virtual environment, created once.
 $(PY):
@@ -50,6 +51,20 @@ chromium:
 	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends chromium fonts-liberation >/dev/null; \
 	fi
 
+## podman: Debian's podman and what the container tests need, installed if missing
+## (catatonit: compose's `init: true`; debootstrap: the base image, no registry here)
+PODMAN_PACKAGES := podman runc iptables uidmap slirp4netns netavark aardvark-dns \
+                   fuse-overlayfs catatonit debootstrap
+podman:
+	@if [ "$$(dpkg-query -W -f='$${db:Status-Status}\n' $(PODMAN_PACKAGES) 2>/dev/null \
+	      | grep -c '^installed$$')" != "$(words $(PODMAN_PACKAGES))" ]; then \
+	  echo "installing Debian's podman for the container tests"; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends \
+	    $(PODMAN_PACKAGES) >/dev/null; \
+	fi
+
 ## test: every test (unit, integration, end to end, chaos, browser)
 test: install-dev chromium
 	$(PY) -m pytest
@@ -57,6 +72,12 @@ test: install-dev chromium
 ## chaos: only the fault-injection scenarios on the real local cluster
 chaos: install-dev
 	$(PY) -m pytest tests/chaos
+
+## containers-test: docker-compose.yml and the Dockerfile for real, under podman,
+## on stand-in images built here (README: "The compose file, for real")
+containers-test: install-dev podman
+	$(PY) -m tests.containers.images
+	$(PY) -m pytest tests/containers
 
 ## bench: throughput and latency against their ceilings (not a test)
 bench: install-dev

@@ -1,1 +1,2 @@
-"""Container tests: the real docker-compose.yml and Dockerfile under podman (make containers-test)."""
+"""Container tests: the real docker-compose.yml and Dockerfile under podman
+(make containers-test)."""

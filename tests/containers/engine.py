@@ -191,6 +191,14 @@ class Stack:
             self.remove_leftovers()
             self.stop_pump()
 
+    def save_logs(self, folder: Path) -> None:
+        """Write each container's output to ``folder/<container name>.log``
+        (kept after the run, to read when a test failed)."""
+        folder.mkdir(parents=True, exist_ok=True)
+        for container in self.containers():
+            logs = self.podman.run("logs", container.id, check=False)
+            (folder / f"{container.name}.log").write_text(logs.stdout + logs.stderr)
+
     def remove_leftovers(self) -> None:
         """Remove by id every container, network and volume with this project's label."""
         leftovers = self.leftovers()
@@ -242,9 +250,7 @@ class Stack:
             )
             for row in rows
         ]
-        return sorted(
-            (c for c in found if service in (None, c.service)), key=lambda c: c.name
-        )
+        return sorted((c for c in found if service in (None, c.service)), key=lambda c: c.name)
 
     def health(self, container: Container) -> str:
         """The container's health: ``starting``, ``healthy``, ``unhealthy``,
@@ -279,4 +285,3 @@ class Stack:
     def post(self, path: str, **kwargs) -> requests.Response:
         """POST ``path`` through the dev gateway."""
         return requests.post(self.url + path, timeout=HTTP_TIMEOUT, **kwargs)
-

@@ -203,7 +203,9 @@ def ensure_images(podman: Podman, report=None) -> dict[str, tuple[str, float]]:
     callable taking one line) hears about each image as it is done.
     """
     steps = [(BASE_IMAGE, lambda: ensure_base(podman))]
-    steps += [(image.tag, lambda image=image: ensure_stand_in(podman, image)) for image in stand_ins()]
+    steps += [
+        (image.tag, lambda image=image: ensure_stand_in(podman, image)) for image in stand_ins()
+    ]
     done = {}
     for tag, step in steps:
         started = time.monotonic()

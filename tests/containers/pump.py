@@ -37,9 +37,7 @@ NANOSECONDS = 1e9
 
 def podman(*args: str) -> subprocess.CompletedProcess:
     """Run podman (CONTAINERS_CONF comes from this process's environment)."""
-    return subprocess.run(
-        ["podman", *args], capture_output=True, text=True, timeout=CALL_TIMEOUT
-    )
+    return subprocess.run(["podman", *args], capture_output=True, text=True, timeout=CALL_TIMEOUT)
 
 
 def checked_containers(project: str) -> dict[str, tuple[float, str]]:
