@@ -27,6 +27,7 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import shutil
 import subprocess
 import sys
 from dataclasses import dataclass, field
@@ -41,10 +42,12 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
 COMPOSE_FILE = ROOT / "docker-compose.yml"
 #: Laid over docker-compose.yml, in this order: what podman needs (and no
-#: host ports), then the gateways on loopback ports the test chooses.
-OVERRIDE_FILES = (HERE / "compose.podman.yml", HERE / "compose.loopback.yml")
+#: host ports), then what the test chooses (loopback ports, its own secrets).
+OVERRIDE_FILES = (HERE / "compose.podman.yml", HERE / "compose.test.yml")
 #: podman's settings for these tests (runtime, ulimits), via CONTAINERS_CONF.
 CONTAINERS_CONF = HERE / "containers.conf"
+#: Cached base image, each stack's secrets and certificates, kept logs (git-ignored var/).
+CACHE_DIR = ROOT / "var" / "containers"
 #: podman-compose, installed next to this Python by the dev extra.
 PODMAN_COMPOSE = str(Path(sys.executable).parent / "podman-compose")
 
@@ -124,14 +127,18 @@ class Container:
 class Stack:
     """docker-compose.yml (+ compose.podman.yml) up under a project of its own.
 
-    ``profiles`` are compose profiles (``dev`` needs none); the gateways are
-    published on free loopback ports. Use as a context manager: leaving it
-    runs ``down -v`` and then removes by id whatever still carries the
-    project's label, and stops the health pump.
+    ``profiles`` are compose profiles; ``services`` limits ``up`` to some
+    services (empty: all of the profiles). The gateways are published on free
+    loopback ports; the secrets (a random Valkey password, an empty tunnel
+    token) and the certificates folder are the stack's own, under
+    ``var/containers/<project>/``. Use as a context manager: leaving it runs
+    ``down -v``, removes by id whatever still carries the project's label,
+    stops the health pump and deletes that folder.
     """
 
     podman: Podman
     profiles: tuple[str, ...] = ()
+    services: tuple[str, ...] = ()
     #: Extra environment for compose's ${...} substitutions.
     env: dict[str, str] = field(default_factory=dict)
     project: str = field(default_factory=lambda: PROJECT_PREFIX + secrets.token_hex(4))
@@ -141,25 +148,56 @@ class Stack:
 
     # --- compose ----------------------------------------------------------
 
+    @property
+    def folder(self) -> Path:
+        """This stack's own files: ``secrets/`` and ``certs/``."""
+        return CACHE_DIR / self.project
+
+    @property
+    def certs(self) -> Path:
+        """Mounted over ops/nginx/certs/ in the public gateway (compose.test.yml)."""
+        return self.folder / "certs"
+
+    def make_secrets(self) -> None:
+        """Write the stack's secret files as ``make up`` does: mode 0640, of
+        this user's group (WIZARD_SECRETS_GID, which compose adds to the
+        containers that read them)."""
+        secrets_dir = self.folder / "secrets"
+        secrets_dir.mkdir(parents=True, mode=0o700, exist_ok=True)
+        self.certs.mkdir(exist_ok=True)
+        contents = {"valkey-wizard-password": secrets.token_hex(32), "tunnel-token": ""}
+        for name, content in contents.items():
+            path = secrets_dir / name
+            path.write_text(content + "\n")
+            path.chmod(0o640)
+
+    def substitutions(self) -> dict[str, str]:
+        """The environment compose's ${...} read (compose.test.yml and the
+        compose file's own WIZARD_SECRETS_GID)."""
+        return {
+            "WIZARD_TEST_GATEWAY_PORT": str(self.gateway_port),
+            "WIZARD_TEST_PUBLIC_PORT": str(self.public_port),
+            "WIZARD_TEST_SECRETS_DIR": str(self.folder / "secrets"),
+            "WIZARD_TEST_CERTS_DIR": str(self.certs),
+            "WIZARD_SECRETS_GID": str(os.getgid()),
+            **self.env,
+        }
+
     def compose(self, *args: str, timeout: float = COMMAND_TIMEOUT) -> subprocess.CompletedProcess:
         """Run ``podman-compose -p <project> -f docker-compose.yml -f <each
         override> [--profile p]... *args``."""
         profiles = [arg for name in self.profiles for arg in ("--profile", name)]
         files = [arg for path in (COMPOSE_FILE, *OVERRIDE_FILES) for arg in ("-f", str(path))]
         argv = [PODMAN_COMPOSE, "-p", self.project, *files, *profiles, *args]
-        substitutions = {
-            "WIZARD_TEST_GATEWAY_PORT": str(self.gateway_port),
-            "WIZARD_TEST_PUBLIC_PORT": str(self.public_port),
-            **self.env,
-        }
-        return self.podman.run(*argv, timeout=timeout, **substitutions)
+        return self.podman.run(*argv, timeout=timeout, **self.substitutions())
 
     def up(self) -> None:
         """Build the app image, ``up -d``, then start the health pump. (``make
         up`` runs ``up --build``; podman-compose would build the same image
         once per replica, so it is built once first.)"""
+        self.make_secrets()
         self.compose("build", "app")
-        self.compose("up", "-d")
+        self.compose("up", "-d", *self.services)
         self.start_pump()
 
     def start_pump(self) -> None:
@@ -190,6 +228,7 @@ class Stack:
         finally:
             self.remove_leftovers()
             self.stop_pump()
+            shutil.rmtree(self.folder, ignore_errors=True)
 
     def save_logs(self, folder: Path) -> None:
         """Write each container's output to ``folder/<container name>.log``

@@ -33,15 +33,14 @@ from pathlib import Path
 
 import yaml
 
-from tests.containers.engine import COMPOSE_FILE, HERE, ROOT, Podman
+from tests.containers.engine import CACHE_DIR, COMPOSE_FILE, HERE, ROOT, Podman
 from wizard.cluster import nginx_binary
 
 #: The base every stand-in is built from.
 BASE_IMAGE = "localhost/debian:bookworm"
 #: The Debian release of the base (the Dockerfile's python image is bookworm).
 SUITE = "bookworm"
-#: Where the saved base image is cached between runs (git-ignored var/).
-CACHE_DIR = ROOT / "var" / "containers"
+#: The saved base image, kept between runs.
 BASE_ARCHIVE = CACHE_DIR / "debian-bookworm.tar"
 #: Used when apt's own sources name no Debian mirror for the suite.
 DEFAULT_MIRROR = "http://deb.debian.org/debian"

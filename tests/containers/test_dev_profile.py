@@ -145,10 +145,15 @@ def test_a_task_accepted_by_one_replica_is_handled_by_another_and_read_from_a_th
     assert done[1]["result"] == 42
     handler = node_of(done[1]["handled_by"])
     assert handler != busy
-    # Round robin: three reads through the gateway reach all three replicas.
-    readers = {status(dev_stack, second["task_id"])["checked_by"] for _ in range(3)}
-    assert readers == hostnames(dev_stack)
-    assert readers - {busy, handler}
+    # Round robin: within a few reads through the gateway, a third replica
+    # answers (the health pump's requests share the rotation).
+    readers = set()
+    for _ in range(9):
+        readers.add(status(dev_stack, second["task_id"])["checked_by"])
+        if readers - {busy, handler}:
+            break
+    assert readers - {busy, handler}, f"read only from {readers}"
+    assert readers <= hostnames(dev_stack)
 
 
 def probe_valkey(stack: Stack, network: str, address: str) -> dict:
@@ -205,11 +210,14 @@ def test_valkey_publishes_no_port_and_is_unreachable_from_the_gateways_network(d
 def scale_app(stack: Stack, replicas: int) -> None:
     """``up -d --scale app=N`` as the compose file's comment says. Going down,
     podman-compose leaves the extra replicas running, so they are stopped
-    (with the service's grace period) and removed here, the highest numbers
-    first, as Docker does."""
+    (with the service's stop_grace_period, which podman-compose does not give
+    the containers themselves) and removed here, the highest numbers first,
+    as Docker does."""
     stack.compose("up", "-d", "--no-recreate", "--scale", f"app={replicas}")
     for extra in stack.containers("app")[replicas:]:
-        stack.podman.run("stop", extra.id, timeout=APP_STOP_GRACE + 30)
+        stack.podman.run(
+            "stop", "--time", str(APP_STOP_GRACE), extra.id, timeout=APP_STOP_GRACE + 30
+        )
         stack.podman.run("rm", extra.id)
 
 
@@ -279,9 +287,9 @@ def test_killing_one_app_container_loses_no_accepted_task(dev_stack):
 
 
 def test_compose_stop_lets_a_running_task_finish_within_the_grace_period(dev_stack):
+    # podman-compose passes stop_grace_period to `podman stop -t` at stop
+    # time (the containers themselves keep podman's 10 s default).
     apps = dev_stack.containers("app")
-    for app in apps:
-        assert dev_stack.podman.inspect(app.id)["Config"]["StopTimeout"] == APP_STOP_GRACE
     task = submit(dev_stack, 7, 35)
     running = wait_for(
         lambda: (s := status(dev_stack, task["task_id"]))["status"] == "running" and s,
