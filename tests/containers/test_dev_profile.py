@@ -54,10 +54,24 @@ def node_of(worker: str) -> str:
     return worker.split("/")[0]
 
 
+#: Answers of the gateway while a replica is down or has just changed
+#: address (nginx learns new addresses every 5 s): try again, not a result.
+GATEWAY_BUSY = {502, 504}
+
+
+def status_if_answered(stack: Stack, task_id: str) -> dict | None:
+    """GET /tasks/<id>/status, or None if the gateway answered 502/504."""
+    response = stack.get(f"/tasks/{task_id}/status")
+    if response.status_code in GATEWAY_BUSY:
+        return None
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
 def all_complete(stack: Stack, tasks: list[dict]) -> list[dict] | None:
     """The statuses of ``tasks`` if every one is complete, else None."""
-    statuses = [status(stack, task["task_id"]) for task in tasks]
-    if all(s["status"] == "complete" for s in statuses):
+    statuses = [status_if_answered(stack, task["task_id"]) for task in tasks]
+    if all(s and s["status"] == "complete" for s in statuses):
         return statuses
     return None
 
@@ -94,6 +108,18 @@ def wait_until_nginx_serves_every_replica(stack: Stack) -> None:
         interval=1.0,
         what="nginx to reach every running replica",
     )
+
+
+def restore_three_replicas(stack: Stack) -> None:
+    """Start any stopped app replica and wait until all three are healthy and
+    reached through nginx (each stateful test starts from there)."""
+    for app in stack.containers("app"):
+        if app.state != "running":
+            stack.podman.run("start", app.id)
+    wait_for(
+        lambda: stack.healthy({"app": 3}), timeout=HEALTHY_TIMEOUT, interval=1.0, what="3 apps"
+    )
+    wait_until_nginx_serves_every_replica(stack)
 
 
 def hostnames(stack: Stack) -> set[str]:
@@ -280,10 +306,15 @@ def test_scaling_the_app_to_five_is_picked_up_by_nginx_without_a_restart_and_bac
 
 
 def test_killing_one_app_container_loses_no_accepted_task(dev_stack):
+    restore_three_replicas(dev_stack)
     tasks = [submit(dev_stack, n, 2000) for n in range(BURST)]
     running = wait_for(
         lambda: next(
-            (s for t in tasks if (s := status(dev_stack, t["task_id"]))["status"] == "running"),
+            (
+                s
+                for t in tasks
+                if (s := status_if_answered(dev_stack, t["task_id"])) and s["status"] == "running"
+            ),
             None,
         ),
         timeout=TASKS_TIMEOUT,
@@ -305,17 +336,9 @@ def test_killing_one_app_container_loses_no_accepted_task(dev_stack):
     interrupted = next(s for s in statuses if s["task_id"] == running["task_id"])
     assert interrupted["attempts"] >= 2, interrupted
 
-    # Back to three healthy replicas for the next test (restart: unless-stopped
-    # may already have restarted it).
-    if dev_stack.podman.inspect(victim.id)["State"]["Status"] != "running":
-        dev_stack.podman.run("start", victim.id)
-    wait_for(
-        lambda: dev_stack.healthy({"app": 3}), timeout=HEALTHY_TIMEOUT, interval=1.0, what="3 apps"
-    )
-    wait_until_nginx_serves_every_replica(dev_stack)
-
 
 def test_compose_stop_lets_a_running_task_finish_within_the_grace_period(dev_stack):
+    restore_three_replicas(dev_stack)
     # podman-compose passes stop_grace_period to `podman stop -t` at stop
     # time (the containers themselves keep podman's 10 s default).
     apps = dev_stack.containers("app")
@@ -336,10 +359,7 @@ def test_compose_stop_lets_a_running_task_finish_within_the_grace_period(dev_sta
         assert (state["Status"], state["ExitCode"]) == ("exited", 0), app
 
     dev_stack.compose("start", "app")
-    wait_for(
-        lambda: dev_stack.healthy({"app": 3}), timeout=HEALTHY_TIMEOUT, interval=1.0, what="3 apps"
-    )
-    wait_until_nginx_serves_every_replica(dev_stack)
+    restore_three_replicas(dev_stack)
     finished = status(dev_stack, task["task_id"])
     assert finished["status"] == "complete", finished
     assert finished["result"] == 42
