@@ -109,7 +109,7 @@ def serve_jwks(stack: Stack, team: AccessTeam) -> None:
     (app,) = stack.containers("app")[:1]
     image = stack.podman.inspect(app.id)["ImageName"]
     stack.podman.run(
-        "run", "--detach", "--rm",
+        "run", "--detach", "--rm", "--init",
         "--name", f"{stack.project}_jwks",
         "--label", f"{PROJECT_LABEL}={stack.project}",
         "--network", stack.network("frontend"), "--network-alias", "jwks",

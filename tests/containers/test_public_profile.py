@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import socket
 import ssl
+import warnings
 
 import pytest
 import requests
@@ -115,7 +116,10 @@ def handshake(port: int, version: ssl.TLSVersion) -> str:
     context.check_hostname = False
     context.verify_mode = ssl.CERT_NONE
     context.set_ciphers("DEFAULT:@SECLEVEL=0")
-    context.minimum_version = context.maximum_version = version
+    with warnings.catch_warnings():
+        # Offering TLS 1.1 on purpose: Python warns that it is deprecated.
+        warnings.simplefilter("ignore", DeprecationWarning)
+        context.minimum_version = context.maximum_version = version
     with socket.create_connection(("127.0.0.1", port), timeout=HTTP_TIMEOUT) as raw:
         with context.wrap_socket(raw) as tls:
             return tls.version()
