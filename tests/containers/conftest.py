@@ -15,11 +15,7 @@ from tests.containers.access_tokens import CERTS_PATH, AccessTeam
 from tests.containers.engine import CACHE_DIR, PROJECT_LABEL, Podman, Stack
 from tests.containers.images import ensure_images
 from tests.support import wait_for
-
-#: Not collected until the public deployment (issue 9: `make public`,
-#: `make certs`, Access checked by the nodes, hardened containers) is on
-#: this branch: it tests those interfaces. Remove this line once it is.
-collect_ignore = ["test_public_profile.py"]
+from wizard.certs import make_certs
 
 #: The dev profile's services and how many healthy containers each must have.
 DEV_SERVICES = {"valkey": 1, "app": 3, "gateway": 1}
@@ -75,8 +71,6 @@ def public_stack(podman, access_team):
     ``python -m wizard.certs`` (what ``make certs`` runs), mounted over
     ops/nginx/certs/ and published on a loopback port. The JWKS is served by
     a container on the stack's frontend network, where the nodes fetch it."""
-    from wizard.certs import make_certs
-
     env = {
         "WIZARD_ACCESS_TEAM_DOMAIN": access_team.domain,
         "WIZARD_ACCESS_AUD": access_team.audience,
