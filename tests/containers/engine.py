@@ -36,7 +36,7 @@ from pathlib import Path
 import requests
 import yaml
 
-from wizard.cluster import free_port
+from wizard.processes import free_port
 
 #: This folder, the repository's root, and the files the tests run.
 HERE = Path(__file__).resolve().parent

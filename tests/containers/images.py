@@ -34,7 +34,7 @@ from pathlib import Path
 import yaml
 
 from tests.containers.engine import CACHE_DIR, COMPOSE_FILE, HERE, ROOT, Podman
-from wizard.cluster import nginx_binary
+from wizard.processes import nginx_binary
 
 #: The base every stand-in is built from.
 BASE_IMAGE = "localhost/debian:bookworm"
