@@ -12,7 +12,7 @@ from __future__ import annotations
 import pytest
 
 from tests.containers.access_tokens import CERTS_PATH, AccessTeam
-from tests.containers.engine import CACHE_DIR, PROJECT_LABEL, Podman, Stack
+from tests.containers.engine import LOGS_DIR, PROJECT_LABEL, Podman, Stack
 from tests.containers.images import ensure_images
 from tests.support import wait_for
 from wizard.certs import make_certs
@@ -21,8 +21,6 @@ from wizard.certs import make_certs
 DEV_SERVICES = {"valkey": 1, "app": 3, "gateway": 1}
 #: Longest wait for a stack to become healthy, seconds (first start, slow machine).
 HEALTHY_TIMEOUT = 180.0
-#: Where each stack's container logs are written before it is taken down.
-LOGS_DIR = CACHE_DIR / "logs"
 
 
 @pytest.fixture(scope="session")

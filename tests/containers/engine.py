@@ -49,6 +49,8 @@ OVERRIDE_FILES = (HERE / "compose.podman.yml", HERE / "compose.test.yml")
 CONTAINERS_CONF = HERE / "containers.conf"
 #: Cached base image, each stack's secrets and certificates, kept logs (git-ignored var/).
 CACHE_DIR = ROOT / "var" / "containers"
+#: Container logs and health pump logs, kept after a run.
+LOGS_DIR = CACHE_DIR / "logs"
 #: podman-compose, installed next to this Python by the dev extra.
 PODMAN_COMPOSE = str(Path(sys.executable).parent / "podman-compose")
 
@@ -254,7 +256,11 @@ class Stack:
         if self.pump is not None:
             return
         argv = [sys.executable, "-m", "tests.containers.pump", self.project]
-        self.pump = subprocess.Popen(argv, cwd=ROOT, env=self.podman.env)
+        LOGS_DIR.mkdir(parents=True, exist_ok=True)
+        with open(LOGS_DIR / f"{self.project}-pump.log", "ab") as log:
+            self.pump = subprocess.Popen(
+                argv, cwd=ROOT, env=self.podman.env, stdout=log, stderr=subprocess.STDOUT
+            )
 
     def stop_pump(self) -> None:
         """Stop the health pump by PID: SIGTERM, then SIGKILL after 10 s."""

@@ -35,21 +35,30 @@ CALL_TIMEOUT = 30.0
 NANOSECONDS = 1e9
 
 
-def podman(*args: str) -> subprocess.CompletedProcess:
-    """Run podman (CONTAINERS_CONF comes from this process's environment)."""
-    return subprocess.run(["podman", *args], capture_output=True, text=True, timeout=CALL_TIMEOUT)
+def podman(*args: str) -> subprocess.CompletedProcess | None:
+    """Run podman (CONTAINERS_CONF comes from this process's environment);
+    None if it took longer than CALL_TIMEOUT."""
+    try:
+        return subprocess.run(
+            ["podman", *args], capture_output=True, text=True, timeout=CALL_TIMEOUT
+        )
+    except subprocess.TimeoutExpired:
+        # A container being stopped keeps its lock for its whole grace
+        # period, and podman waits for it: skip this call, try next tick.
+        return None
 
 
 def checked_containers(project: str) -> dict[str, tuple[float, str]]:
     """Running containers of ``project`` that have a healthcheck:
     id -> (interval in seconds, current health status)."""
     listed = podman("ps", "--quiet", "--filter", f"label=io.podman.compose.project={project}")
-    ids = listed.stdout.split()
+    ids = listed.stdout.split() if listed else []
     if not ids:
         return {}
     inspected = podman("inspect", *ids)
-    if inspected.returncode != 0:
-        # A container went away between the two calls: try again next tick.
+    if inspected is None or inspected.returncode != 0:
+        # A container went away between the two calls, or podman was busy:
+        # try again next tick.
         return {}
     found = {}
     for container in json.loads(inspected.stdout):
