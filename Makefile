@@ -6,6 +6,8 @@
 PORT    ?= 8080
 NODES   ?= 3
 WORKERS ?= 1
+# HA=1: a Valkey primary, two replicas and three sentinels (wizard up --ha)
+HA      ?=
 PYTHON  ?= python3
 VENV    := .venv
 PY      := $(VENV)/bin/python
@@ -13,7 +15,7 @@ PIP     := $(PY) -m pip --disable-pip-version-check -q
 CHROMIUM ?= /usr/bin/chromium
 
 .PHONY: run test chaos bench edge-figures lint up public certs down clean install-local install-dev \
-        install-public chromium podman containers-test
+        install-public chromium podman containers-test iproute2 lab
 
 # The virtual environment, created once.
 $(PY):
@@ -40,7 +42,7 @@ install-public: $(VENV)/.public-installed
 
 ## run: the whole cluster on http://127.0.0.1:$(PORT) (Ctrl+C stops it all)
 run: install-local
-	$(PY) -m wizard up --port $(PORT) --nodes $(NODES) --workers $(WORKERS)
+	$(PY) -m wizard up --port $(PORT) --nodes $(NODES) --workers $(WORKERS) $(if $(filter 1 yes true,$(HA)),--ha)
 
 ## chromium: Debian's Chromium for the browser tests, installed if missing
 chromium:
@@ -65,13 +67,26 @@ podman:
 	    $(PODMAN_PACKAGES) >/dev/null; \
 	fi
 
-## test: every test (unit, integration, end to end, chaos, browser)
-test: install-dev chromium
+## iproute2: `ip` and `ebtables` for the network lab (namespaces, bridge, partitions), installed if missing
+iproute2:
+	@if ! command -v ip >/dev/null 2>&1 || ! command -v ebtables >/dev/null 2>&1; then \
+	  echo "installing Debian's iproute2 and ebtables for the network lab"; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends iproute2 ebtables >/dev/null; \
+	fi
+
+## lab: the cluster over network namespaces on http://198.18.42.2/ (root; HA=1, DURABLE_ACK=replica)
+lab: install-local iproute2
+	$(if $(DURABLE_ACK),WIZARD_DURABLE_ACK=$(DURABLE_ACK)) $(PY) -m wizard.netlab up $(if $(filter 1 yes true,$(HA)),--ha)
+
+## test: every test (unit, integration, end to end, chaos, network lab, browser)
+test: install-dev chromium iproute2
 	$(PY) -m pytest
 
-## chaos: only the fault-injection scenarios on the real local cluster
-chaos: install-dev
-	$(PY) -m pytest tests/chaos
+## chaos: only the fault-injection scenarios: the local cluster, and the network lab (root)
+chaos: install-dev iproute2
+	$(PY) -m pytest tests/chaos tests/netlab
 
 ## containers-test: docker-compose.yml and the Dockerfile for real, under podman,
 ## on stand-in images built here (README: "The compose file, for real")

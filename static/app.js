@@ -78,7 +78,7 @@ function showCluster(cluster, sentAt) {
   learnNodes(cluster.nodes.map((node) => node.node));
   announceNodeChanges(cluster.nodes);
   renderNodes(cluster.nodes);
-  renderQueue(cluster.queue, cluster.nodes);
+  renderQueue(cluster.queue, cluster.nodes, cluster.valkey);
   renderLegend(cluster.nodes.map((node) => node.node));
   history.recordQueue(cluster.time, cluster.queue);
   redrawChart();

@@ -102,8 +102,22 @@ export function renderNodes(nodes) {
   list.replaceChildren(...nodes.map((node) => nodeCard(node, total)));
 }
 
+/**
+ * Say which Valkey server is the primary, how the nodes found it (Sentinel
+ * or VALKEY_URL) and how many replicas follow it: after a failover the
+ * address changes here without any node restarting.
+ */
+function renderPrimary(valkey) {
+  if (!valkey) return;
+  const replicas = valkey.replicas.length;
+  const via = valkey.via === "sentinel" ? "found through Sentinel" : "from VALKEY_URL";
+  byId("q-primary").textContent =
+    `primary ${valkey.primary} (${via}), ${replicas} replica${replicas === 1 ? "" : "s"}`;
+}
+
 /** Fill the queue counters (the <dd> elements of the tiles). */
-export function renderQueue(queue, nodes) {
+export function renderQueue(queue, nodes, valkey) {
+  renderPrimary(valkey);
   const workers = nodes.flatMap((node) => node.workers);
   byId("q-pending").textContent = String(queue.pending);
   byId("q-in-flight").textContent = String(queue.in_flight);

@@ -41,8 +41,8 @@ def alive(pid: int) -> bool:
     (Linux /proc: the state letter after the command name)."""
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
-    except FileNotFoundError:
-        # No such process any more.
+    except (FileNotFoundError, ProcessLookupError):
+        # No such process any more (ESRCH if it exited between open and read).
         return False
     return stat.rsplit(")", 1)[1].split()[0] != "Z"
 

@@ -59,6 +59,12 @@ def _parser() -> argparse.ArgumentParser:
         default=None,
         help="folder for Valkey's AOF, the nginx config and the logs (default var/)",
     )
+    up.add_argument(
+        "--ha",
+        action="store_true",
+        help="a Valkey primary, two replicas and three sentinels instead of one Valkey; "
+        "the nodes find the primary through the sentinels and follow a failover",
+    )
     return parser
 
 
@@ -85,6 +91,7 @@ def main(argv: list[str] | None = None) -> int:
         workers=args.workers,
         valkey_url=valkey_url,
         var_dir=args.var_dir,
+        ha=args.ha,
     )
 
 

@@ -78,8 +78,9 @@ class Api:
 
     def __init__(self, settings: Settings, client: valkey.Valkey | None = None) -> None:
         self.settings = settings
-        # A durable ack waits up to 1 s for WAITAOF; otherwise nothing blocks.
-        waits = 1.0 if settings.durable_ack else 0.0
+        # A durable ack waits up to 1 s for WAIT and 1 s for WAITAOF, one
+        # after the other; otherwise nothing blocks.
+        waits = 2 * queue.ACK_TIMEOUT_MS / 1000 if settings.durable_ack else 0.0
         self.client = client or store.connect(settings, blocking_seconds=waits)
         self.scripts = queue.Scripts(self.client)
         self.limiter = None

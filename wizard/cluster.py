@@ -164,6 +164,7 @@ class LocalCluster:
         node_env: dict[str, str] | None = None,
         host: str = "127.0.0.1",
         die_with_launcher: bool = False,
+        ha: bool = False,
     ) -> None:
         self.host = host
         self.die_with_launcher = die_with_launcher
@@ -177,6 +178,13 @@ class LocalCluster:
         self.external_valkey = valkey_url
         self.valkey_port = free_port(host)
         self.valkey: EmbeddedValkey | None = None
+        #: With ``ha``: a primary, two replicas and three sentinels instead
+        #: of the one embedded Valkey (see wizard/ha.py).
+        self.ha = None
+        if ha and not valkey_url:
+            from .ha import ValkeyHA
+
+            self.ha = ValkeyHA(var_dir=self.var_dir, host=host, die_with_parent=die_with_launcher)
         self.nodes: dict[str, Part] = {}
         self.node_ports: dict[str, int] = {}
         for n in range(1, nodes + 1):
@@ -188,7 +196,12 @@ class LocalCluster:
     @property
     def valkey_url(self) -> str:
         """Where the nodes find Valkey (as the ``wizard`` user, whose
-        password is in :attr:`valkey_password_file`)."""
+        password is in :attr:`valkey_password_file`). With HA: the first
+        primary; the nodes ask the sentinels instead, and take from this URL
+        only the user and the database."""
+        if self.ha is not None:
+            first = self.ha.servers[0]
+            return f"valkey://{acl.NODE_USER}@{first.address}/0"
         return self.external_valkey or f"valkey://{acl.NODE_USER}@{self.host}:{self.valkey_port}/0"
 
     @property
@@ -201,11 +214,15 @@ class LocalCluster:
     @property
     def admin_url(self) -> str:
         """The embedded Valkey's admin URL, for tests that break things on
-        purpose (CONFIG SET, DEBUG); the external URL otherwise."""
+        purpose (CONFIG SET, DEBUG); the external URL otherwise. With HA:
+        the server the sentinels call primary now."""
         if self.external_valkey:
             return self.external_valkey
         admin = acl.ensure_password(self.var_dir / "secrets" / acl.ADMIN_PASSWORD_FILE)
-        return f"valkey://{acl.ADMIN_USER}:{admin}@{self.host}:{self.valkey_port}/0"
+        address = f"{self.host}:{self.valkey_port}"
+        if self.ha is not None:
+            address = (self.ha.primary() or self.ha.servers[0]).address
+        return f"valkey://{acl.ADMIN_USER}:{admin}@{address}/0"
 
     @property
     def url(self) -> str:
@@ -214,12 +231,26 @@ class LocalCluster:
 
     def node_url(self, name: str) -> str:
         """One node's own base URL, bypassing the gateway."""
-        return f"http://{self.host}:{self.node_ports[name]}"
+        return f"http://{self.node_host(name)}:{self.node_ports[name]}"
+
+    def node_host(self, name: str) -> str:
+        """The address node ``name`` binds (``host`` here; the network
+        namespace lab gives each node its own)."""
+        return self.host
+
+    def command_prefix(self, name: str) -> list[str]:
+        """What runs part ``name``'s command (nothing here; the lab puts
+        ``ip netns exec <namespace>`` in front)."""
+        return []
 
     # --- valkey -----------------------------------------------------------
 
     def start_valkey(self) -> None:
-        """Start (or restart, on the same port and AOF) the embedded Valkey."""
+        """Start (or restart, on the same port and AOF) the embedded Valkey,
+        or the HA trio and its sentinels."""
+        if self.ha is not None:
+            self.ha.start()
+            return
         if self.external_valkey:
             return
         self.valkey = EmbeddedValkey(self.valkey_port, self.var_dir, host=self.host)
@@ -240,12 +271,14 @@ class LocalCluster:
             "VALKEY_URL": self.valkey_url,
             "VALKEY_PASSWORD_FILE": "" if password_file is None else str(password_file),
             "WIZARD_NODE_ID": name,
-            "WIZARD_HOST": self.host,
+            "WIZARD_HOST": self.node_host(name),
             "WIZARD_PORT": str(self.node_ports[name]),
             "WIZARD_WORKERS": str(self.workers),
             **self.node_env,
         }
-        argv = [sys.executable, "-m", "wizard", "node"]
+        if self.ha is not None:
+            env["VALKEY_SENTINELS"] = ",".join(self.ha.sentinel_addresses)
+        argv = [*self.command_prefix(name), sys.executable, "-m", "wizard", "node"]
         part = Part(name, argv, self.var_dir / "logs" / f"{name}.log", env)
         part.die_with_parent = self.die_with_launcher
         part.start()
@@ -272,8 +305,8 @@ class LocalCluster:
         prefix = self.var_dir / "nginx"
         prefix.mkdir(parents=True, exist_ok=True)
         servers = "\n".join(
-            f"        server {self.host}:{port} max_fails=1 fail_timeout=2s;"
-            for port in self.node_ports.values()
+            f"        server {self.node_host(name)}:{port} max_fails=1 fail_timeout=2s;"
+            for name, port in self.node_ports.items()
         )
         logs = self.var_dir / "logs"
         conf = f"""# Written by `python -m wizard up`; edit ops/nginx/ instead.
@@ -307,7 +340,14 @@ http {{
     def start_gateway(self) -> None:
         """Start nginx on the gateway port and wait until it proxies."""
         conf = self.write_nginx_conf()
-        argv = [nginx_binary(), "-p", str(conf.parent), "-c", str(conf)]
+        argv = [
+            *self.command_prefix("gateway"),
+            nginx_binary(),
+            "-p",
+            str(conf.parent),
+            "-c",
+            str(conf),
+        ]
         self.gateway = Part("nginx", argv, self.var_dir / "logs" / "nginx.log")
         self.gateway.die_with_parent = self.die_with_launcher
         self.gateway.start()
@@ -340,6 +380,8 @@ http {{
     def parts(self) -> list[Part]:
         """Every part started, gateway first (the order of stopping)."""
         found = [self.gateway, *self.nodes.values(), self.valkey]
+        if self.ha is not None:
+            found += self.ha.parts()
         return [part for part in found if part is not None]
 
     def pids(self) -> list[int]:
@@ -367,6 +409,8 @@ http {{
             part.stop(signal.SIGTERM, timeout=30)
         if self.valkey is not None:
             self.valkey.stop(signal.SIGTERM)
+        if self.ha is not None:
+            self.ha.stop()
 
     def __enter__(self) -> LocalCluster:
         self.start()
@@ -377,7 +421,13 @@ http {{
 
 
 def run_up(
-    *, port: int, nodes: int, workers: int, valkey_url: str | None, var_dir: Path | None = None
+    *,
+    port: int,
+    nodes: int,
+    workers: int,
+    valkey_url: str | None,
+    var_dir: Path | None = None,
+    ha: bool = False,
 ) -> int:
     """``python -m wizard up``: start the cluster, print the URLs, and stop it
     all on Ctrl+C, SIGTERM or SIGHUP (the terminal closing). Its files go
@@ -399,6 +449,7 @@ def run_up(
         var_dir=var_dir,
         valkey_url=valkey_url,
         die_with_launcher=True,
+        ha=ha,
     )
     stop = {"reason": None}
 
@@ -430,11 +481,20 @@ def _watch(cluster: LocalCluster) -> None:
     for part in cluster.parts():
         if part.process.poll() is None:
             continue
+        if cluster.ha is not None and cluster.ha.primary() is part:
+            # The dead primary comes back only once the sentinels have
+            # promoted a replica: back at once, from its own AOF, it would
+            # stay primary and the replicas would copy its older data.
+            continue
         print(f"{part.name} exited with code {part.process.returncode}; restarting it", flush=True)
         part.kill_leftovers()
         try:
             if part is cluster.valkey:
                 cluster.start_valkey()
+            elif cluster.ha is not None and part in cluster.ha.parts():
+                # A server comes back from its AOF; the sentinels make it a
+                # replica of whoever is primary now.
+                part.start()
             elif part is cluster.gateway:
                 cluster.start_gateway()
             else:
@@ -453,7 +513,13 @@ def _banner(cluster: LocalCluster) -> str:
     ]
     for name in cluster.node_ports:
         lines.append(f"  {name:<19} {cluster.node_url(name)}   pid {cluster.nodes[name].pid}")
-    lines.append(f"  valkey              {cluster.valkey_url}")
+    if cluster.ha is None:
+        lines.append(f"  valkey              {cluster.valkey_url}")
+    else:
+        for server in cluster.ha.servers:
+            lines.append(f"  {server.name:<19} valkey://{server.address}   pid {server.pid}")
+        sentinels = ",".join(cluster.ha.sentinel_addresses)
+        lines.append(f"  sentinels           {sentinels}   (primary: GET /cluster)")
     if cluster.valkey_password_file is not None:
         lines.append(f"  valkey passwords    {cluster.valkey_password_file.parent}/ (mode 0600)")
     lines.append(f"  logs                {cluster.var_dir / 'logs'}/")

@@ -21,6 +21,7 @@ import os
 import socket
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields
+from enum import Enum
 
 #: Networks a node trusts to say who the client is (``X-Forwarded-For``,
 #: ``X-Real-IP``) unless ``WIZARD_TRUSTED_PROXIES`` says otherwise: loopback
@@ -100,6 +101,47 @@ def _valkey_url(name: str, raw: str) -> str:
     return raw
 
 
+def _sentinels(name: str, raw: str) -> tuple[str, ...]:
+    addresses = tuple(part.strip() for part in raw.split(",") if part.strip())
+    for address in addresses:
+        host, _, port = address.rpartition(":")
+        if not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ConfigError(
+                f"{name} must list sentinels as host:port,host:port, got {address!r} in {raw!r}"
+            )
+    return addresses
+
+
+class DurableAck(str, Enum):
+    """What a ``202 Accepted`` waits for (``WIZARD_DURABLE_ACK``).
+
+    ``OFF`` (``0``): Valkey has the task in memory; a crash of Valkey may lose
+    the last second (``appendfsync everysec``). ``AOF`` (``aof``, or ``1`` as
+    before): the primary has written it to its append-only file (WAITAOF), so
+    it survives a restart of that server. ``REPLICA`` (``replica``): that, and
+    a replica has it too (WAIT 1), so it survives a failover to the replica
+    the sentinels promote (they pick the one with the most data)."""
+
+    OFF = "0"
+    AOF = "aof"
+    REPLICA = "replica"
+
+    def __bool__(self) -> bool:
+        """False only for OFF, so ``if settings.durable_ack:`` reads as
+        "a 202 waits for something" (a str Enum is otherwise always true)."""
+        return self is not DurableAck.OFF
+
+
+def _durable_ack(name: str, raw: str) -> DurableAck:
+    value = raw.strip().lower()
+    aliases = {"1": "aof", "true": "aof", "yes": "aof", "on": "aof"}
+    aliases.update({"false": "0", "no": "0", "off": "0", "": "0"})
+    try:
+        return DurableAck(aliases.get(value, value))
+    except ValueError:
+        raise ConfigError(f"{name} must be 0, aof (or 1) or replica, got {raw!r}") from None
+
+
 def _node_id(name: str, raw: str) -> str:
     value = raw.strip()
     if not value or len(value) > 64 or not all(c.isalnum() or c in "-_." for c in value):
@@ -155,6 +197,13 @@ class Settings:
 
     #: Where the shared state lives (``VALKEY_URL``).
     valkey_url: str = "valkey://localhost:6379/0"
+    #: Sentinels to ask where the primary is, as ``host:port`` strings
+    #: (``VALKEY_SENTINELS``, comma-separated); empty: use ``valkey_url``'s
+    #: host directly. With sentinels, ``valkey_url`` gives only db/password.
+    valkey_sentinels: tuple[str, ...] = ()
+    #: The name the sentinels monitor the primary under
+    #: (``VALKEY_SENTINEL_MASTER``).
+    valkey_sentinel_master: str = "wizard"
     #: This node's identity, shown in every JSON response (``WIZARD_NODE_ID``;
     #: defaults to the hostname, which is the container id under compose).
     node_id: str = "node-1"
@@ -189,8 +238,9 @@ class Settings:
     #: How consumers take tasks (``WIZARD_FETCH``): ``blmove`` is the reliable
     #: queue; ``brpop`` is the original design that can lose tasks (teaching).
     fetch: str = "blmove"
-    #: Wait for the append-only file before answering 202 (``WIZARD_DURABLE_ACK``).
-    durable_ack: bool = False
+    #: What a 202 waits for: nothing, the append-only file, or that and a
+    #: replica (``WIZARD_DURABLE_ACK``: 0, aof or 1, replica; see DurableAck).
+    durable_ack: DurableAck = DurableAck.OFF
     #: Bearer token for the dead-letter admin routes; empty means refused
     #: (``WIZARD_ADMIN_TOKEN``).
     admin_token: str = ""
@@ -239,6 +289,8 @@ class Settings:
     def _parsers() -> dict[str, tuple[str, Callable[[str, str], object]]]:
         return {
             "valkey_url": ("VALKEY_URL", _valkey_url),
+            "valkey_sentinels": ("VALKEY_SENTINELS", _sentinels),
+            "valkey_sentinel_master": ("VALKEY_SENTINEL_MASTER", _node_id),
             "node_id": ("WIZARD_NODE_ID", _node_id),
             "port": ("WIZARD_PORT", _integer(1, 65535)),
             "host": ("WIZARD_HOST", _text),
@@ -253,7 +305,7 @@ class Settings:
             "task_timeout": ("WIZARD_TASK_TIMEOUT", _seconds(0.1, 86400)),
             "retry_base_seconds": ("WIZARD_RETRY_BASE_SECONDS", _seconds(0, 3600)),
             "fetch": ("WIZARD_FETCH", _choice("blmove", "brpop")),
-            "durable_ack": ("WIZARD_DURABLE_ACK", _boolean),
+            "durable_ack": ("WIZARD_DURABLE_ACK", _durable_ack),
             "admin_token": ("WIZARD_ADMIN_TOKEN", _text),
             "chaos_operations": ("WIZARD_CHAOS_OPERATIONS", _boolean),
             "block_seconds": ("WIZARD_BLOCK_SECONDS", _seconds(0.05, 60)),
@@ -348,6 +400,10 @@ class Settings:
             value = getattr(self, field.name)
             if isinstance(value, bool):
                 value = "1" if value else "0"
+            elif isinstance(value, Enum):
+                value = value.value
+            elif isinstance(value, tuple):
+                value = ",".join(value)
             env[parsers[field.name][0]] = str(value)
         return env
 

@@ -18,6 +18,13 @@ from __future__ import annotations
 import hashlib
 
 import valkey
+from valkey.connection import parse_url
+from valkey.sentinel import (
+    Sentinel,
+    SentinelConnectionPool,
+    SentinelManagedConnection,
+    SentinelManagedSSLConnection,
+)
 
 from .config import Settings
 
@@ -113,8 +120,87 @@ def rate_limit_key(client_id: str) -> str:
     return RATE_LIMIT_PREFIX + client_id
 
 
+#: Error replies meaning "this server will not take that write now": a replica
+#: (READONLY: e.g. an old primary demoted by a failover), a primary without
+#: enough replicas in reach (NOREPLICAS: ``min-replicas-to-write``), a replica
+#: cut off from its primary (MASTERDOWN). Valkey did nothing with the command.
+REFUSED_BY_ROLE = ("READONLY", "NOREPLICAS", "MASTERDOWN")
+
+
+class PrimaryUnavailable(valkey.ConnectionError):
+    """Raised when the server refuses a command because it is not, or no
+    longer, a primary allowed to write (see REFUSED_BY_ROLE). Nothing was
+    written. It is a ``valkey.ConnectionError`` on purpose: every caller
+    already treats that as "Valkey is away for a moment" (the API answers
+    503 with Retry-After, a worker backs off and tries again), and the
+    connection is closed, so the next command asks Sentinel for the primary
+    again and lands on the new one after a failover."""
+
+
+def _refused_by_role(error: valkey.ResponseError) -> bool:
+    if isinstance(error, valkey.exceptions.ReadOnlyError):
+        return True
+    words = str(error).replace("-", " ").split()
+    return any(code in words for code in REFUSED_BY_ROLE)
+
+
+class _RoleAware:
+    """Connection mixin: a reply in REFUSED_BY_ROLE closes the connection
+    and raises :class:`PrimaryUnavailable` instead of a ResponseError. Inside
+    a MULTI or a pipeline too, so a transaction refused at a demoted server
+    never looks like a bug (a 500) to the caller."""
+
+    def read_response(self, *args, **kwargs):
+        try:
+            return super().read_response(*args, **kwargs)
+        except valkey.ResponseError as error:
+            if not _refused_by_role(error):
+                raise
+            # The write was refused, not done: drop this socket, say "away".
+            self.disconnect()
+            raise PrimaryUnavailable(f"{self.host}:{self.port} refused: {error}") from None
+
+
+class PrimaryConnection(_RoleAware, valkey.Connection):
+    """A plain TCP connection to the one Valkey named by VALKEY_URL."""
+
+
+class PrimarySSLConnection(_RoleAware, valkey.SSLConnection):
+    """The same over TLS (a ``valkeys://`` or ``rediss://`` URL)."""
+
+
+class PrimaryUnixConnection(_RoleAware, valkey.UnixDomainSocketConnection):
+    """The same over a Unix socket (a ``unix://`` URL)."""
+
+
+class SentinelPrimaryConnection(_RoleAware, SentinelManagedConnection):
+    """A connection to whichever server the sentinels call the primary; it
+    asks them again each time it (re)connects (valkey-py's Sentinel support).
+    valkey-py itself turns READONLY into a reconnect; we add NOREPLICAS and
+    MASTERDOWN."""
+
+
+class SentinelPrimarySSLConnection(_RoleAware, SentinelManagedSSLConnection):
+    """The same over TLS (a ``valkeys://`` VALKEY_URL with sentinels)."""
+
+
+#: The role-aware class for each kind of connection a URL can ask for.
+ROLE_AWARE = {
+    valkey.Connection: PrimaryConnection,
+    valkey.SSLConnection: PrimarySSLConnection,
+    valkey.UnixDomainSocketConnection: PrimaryUnixConnection,
+}
+
+
 def connect(settings: Settings, *, blocking_seconds: float = 0.0) -> valkey.Valkey:
-    """Open a client for ``settings.valkey_url`` (a pool, connected lazily).
+    """Open a client for the primary (a pool, connected lazily).
+
+    Without sentinels: the server at ``settings.valkey_url``. With
+    ``settings.valkey_sentinels``: the primary that those sentinels name for
+    ``settings.valkey_sentinel_master``, found through valkey-py's own
+    ``valkey.sentinel.Sentinel.master_for``; the database number and password
+    still come from ``valkey_url``. After a failover, the next command on a
+    broken or demoted connection reconnects to the new primary: no restart.
 
     ``blocking_seconds`` is the longest a command of this client may wait
     on the server (BLMOVE's timeout, WAITAOF's). The socket timeout is half a
@@ -126,20 +212,76 @@ def connect(settings: Settings, *, blocking_seconds: float = 0.0) -> valkey.Valk
     password comes from ``settings.valkey_password_file`` when that is set
     (a secret mounted as a file), else from the URL, so no password has to
     sit in an environment variable (ops/valkey/wizard-user.acl: what that
-    user may do).
+    user may do). With sentinels, the same user logs in to whichever server
+    is primary; the sentinels themselves take no password.
 
-    Connection errors are not retried inside the client: the caller decides
-    (the API answers 503, a worker backs off). Raises OSError if the
-    password file cannot be read.
+    Connection errors are not retried inside the client (a write whose reply
+    was lost must not be sent twice): the caller decides (the API answers
+    503, a worker backs off). Raises OSError if the password file cannot be
+    read.
     """
-    return valkey.Valkey.from_url(
-        settings.valkey_url,
-        password=read_password(settings.valkey_password_file),
-        socket_connect_timeout=0.5,
-        socket_timeout=blocking_seconds + 0.5,
-        health_check_interval=0,
-        decode_responses=True,
+    options = {
+        "socket_connect_timeout": 0.5,
+        "socket_timeout": blocking_seconds + 0.5,
+        "health_check_interval": 0,
+        "decode_responses": True,
+    }
+    password = read_password(settings.valkey_password_file)
+    from_url = parse_url(settings.valkey_url)
+    kind = from_url.get("connection_class", valkey.Connection)
+    if not settings.valkey_sentinels:
+        return valkey.Valkey.from_url(
+            settings.valkey_url, connection_class=ROLE_AWARE[kind], password=password, **options
+        )
+    for name in ("db", "username", "password"):
+        if from_url.get(name) is not None:
+            options[name] = from_url[name]
+    if password is not None:
+        options["password"] = password
+    if kind is valkey.SSLConnection:
+        options["connection_class"] = SentinelPrimarySSLConnection
+    else:
+        options["connection_class"] = SentinelPrimaryConnection
+    sentinel = Sentinel(
+        [_host_port(address) for address in settings.valkey_sentinels],
+        sentinel_kwargs={"socket_connect_timeout": 0.5, "socket_timeout": 0.5},
     )
+    return sentinel.master_for(settings.valkey_sentinel_master, **options)
+
+
+def _host_port(address: str) -> tuple[str, int]:
+    host, _, port = address.rpartition(":")
+    return host, int(port)
+
+
+def primary_info(client: valkey.Valkey) -> dict:
+    """Which server this client writes to, and what it says of its replicas
+    (INFO replication): ``{"primary": "host:port", "via": "sentinel" | "url",
+    "role": "master", "replicas": [{"address", "state", "lag_seconds"}]}``.
+    Shown by ``/cluster`` and the dashboard.
+
+    Raises:
+        valkey.ConnectionError: no primary in reach.
+    """
+    info = client.info("replication")
+    pool = client.connection_pool
+    if isinstance(pool, SentinelConnectionPool):
+        host, port = pool.get_master_address()
+        via = "sentinel"
+    else:
+        host, port = pool.connection_kwargs.get("host"), pool.connection_kwargs.get("port")
+        via = "url"
+    replicas = []
+    for n in range(int(info.get("connected_slaves", 0))):
+        replica = info.get(f"slave{n}", {})
+        replicas.append(
+            {
+                "address": f"{replica.get('ip')}:{replica.get('port')}",
+                "state": replica.get("state"),
+                "lag_seconds": replica.get("lag"),
+            }
+        )
+    return {"primary": f"{host}:{port}", "via": via, "role": info.get("role"), "replicas": replicas}
 
 
 def read_password(path: str) -> str | None:

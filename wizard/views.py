@@ -1,8 +1,9 @@
 """Views: JSON documents the API builds from several sources at once.
 
 :func:`cluster_view` is ``GET /cluster``: the nodes, their workers with their
-heartbeats (from :mod:`wizard.membership`) and the queue's counts (from
-:mod:`wizard.metrics`), in one document the dashboard draws.
+heartbeats (from :mod:`wizard.membership`), the queue's counts (from
+:mod:`wizard.metrics`) and which Valkey server is the primary (from
+:func:`wizard.store.primary_info`), in one document the dashboard draws.
 """
 
 from __future__ import annotations
@@ -11,11 +12,12 @@ import time
 
 import valkey
 
-from . import membership, metrics
+from . import membership, metrics, store
 
 
 def cluster_view(client: valkey.Valkey, *, heartbeat_seconds: float) -> dict:
-    """``{"time", "nodes": [{"node", "alive", "workers": [...]}], "queue"}``.
+    """``{"time", "nodes": [{"node", "alive", "workers": [...]}], "queue",
+    "valkey": {"primary", "via", "role", "replicas"}}``.
 
     A worker is alive when its heartbeat key exists and it beat within three
     beats (``3 * heartbeat_seconds``); a node is alive when one of its
@@ -25,6 +27,7 @@ def cluster_view(client: valkey.Valkey, *, heartbeat_seconds: float) -> dict:
     Raises:
         valkey.ConnectionError, valkey.TimeoutError: Valkey is unreachable.
     """
+    primary = store.primary_info(client)
     snapshot = metrics.queue_snapshot(client)
     cards = membership.cards(client)
     beating = membership.alive(client, [card.worker_id for card in cards])
@@ -48,4 +51,4 @@ def cluster_view(client: valkey.Valkey, *, heartbeat_seconds: float) -> dict:
                 "current_task": card.task_id,
             }
         )
-    return {"time": now, "nodes": list(nodes.values()), "queue": snapshot}
+    return {"time": now, "nodes": list(nodes.values()), "queue": snapshot, "valkey": primary}

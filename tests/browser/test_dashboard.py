@@ -38,6 +38,13 @@ def test_the_dashboard_loads_without_console_errors(dashboard):
     assert dashboard.errors == []
 
 
+def test_the_queue_panel_names_the_valkey_primary_the_nodes_write_to(dashboard, cluster):
+    address = cluster.valkey_url.removeprefix("valkey://").removesuffix("/0")
+    expect(dashboard.page.locator("#q-primary")).to_have_text(
+        f"primary {address} (from VALKEY_URL), 0 replicas"
+    )
+
+
 def test_a_burst_can_be_sent_with_the_keyboard_alone_and_the_focus_is_visible(dashboard):
     focused = dashboard.tab_to("burst-button")
 

@@ -21,10 +21,14 @@ from pathlib import Path
 import pytest
 import requests
 import valkey
+from valkey.backoff import ExponentialBackoff
+from valkey.retry import Retry
+from valkey.sentinel import Sentinel
 
 from tests.support import alive, wait_for
 from wizard import store
 from wizard.cluster import ROOT, LocalCluster, free_port
+from wizard.ha import MASTER_NAME
 
 #: What each scenario measured, by test name.
 RESULTS: dict[str, dict] = {}
@@ -47,7 +51,7 @@ def start_cluster(tmp_path):
     """Start a LocalCluster with extra node settings; stopped after the test."""
     started = []
 
-    def start(nodes=3, workers=2, **env):
+    def start(nodes=3, workers=2, ha=False, **env):
         settings = {
             "WIZARD_WORK_SECONDS": "0",
             "WIZARD_LEASE_SECONDS": "1.5",
@@ -62,6 +66,7 @@ def start_cluster(tmp_path):
             workers=workers,
             var_dir=tmp_path / "var",
             node_env=settings,
+            ha=ha,
         )
         started.append(cluster)
         cluster.start()
@@ -86,6 +91,21 @@ class Chaos:
         self.valkey = valkey.Valkey.from_url(
             self.cluster.admin_url, decode_responses=True, socket_timeout=5
         )
+        if self.cluster.ha is not None:
+            # The auditor follows the primary too; its reads are safe to
+            # retry, so a socket left on a dead primary is retried at once.
+            sentinel = Sentinel(
+                [_host_port(a) for a in self.cluster.ha.sentinel_addresses],
+                sentinel_kwargs={"socket_timeout": 1, "socket_connect_timeout": 1},
+            )
+            self.valkey = sentinel.master_for(
+                MASTER_NAME,
+                decode_responses=True,
+                socket_timeout=5,
+                socket_connect_timeout=1,
+                retry=Retry(ExponentialBackoff(cap=1.0), 10),
+                retry_on_error=[valkey.ConnectionError],
+            )
 
     # --- load -----------------------------------------------------------
 
@@ -97,8 +117,9 @@ class Chaos:
                 params={"a": a, "b": b, "operation": operation},
                 timeout=10,
             )
-        except requests.ConnectionError:
-            # The gateway or a node is restarting: no 202, no promise.
+        except (requests.ConnectionError, requests.Timeout):
+            # The gateway or a node is restarting, or a node's link is cut
+            # with the request in flight: no 202, no promise.
             response = None
         with self._lock:
             if response is not None and response.status_code == 202:
@@ -172,6 +193,11 @@ class Chaos:
         for key in self.valkey.scan_iter(match=store.STATS_PREFIX + "*"):
             total += int(self.valkey.hget(key, field_name) or 0)
         return total
+
+
+def _host_port(address: str) -> tuple[str, int]:
+    host, _, port = address.rpartition(":")
+    return host, int(port)
 
 
 def _expected(operation: str, a: int, b: int):

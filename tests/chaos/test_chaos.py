@@ -89,7 +89,9 @@ def test_a_worker_paused_past_its_lease_has_its_late_write_refused(start_cluster
     assert after["result"] == "42"
     assert after["handled_by"] == done["handled_by"]
     assert after["finished_at"] == done["finished_at"]
-    assert chaos.completions_logged() == {task_id: 1}
+    # The log line follows the write by a moment: wait for it, then no other.
+    logged = wait_for(chaos.completions_logged, what="the completion in the logs")
+    assert logged == {task_id: 1}
     RESULTS["paused_worker"] = {
         "paused": first,
         "finished_by": done["handled_by"],

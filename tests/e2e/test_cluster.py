@@ -324,3 +324,64 @@ def test_a_launcher_killed_with_sigkill_takes_its_whole_cluster_down(launched):
 
     wait_for(launched.all_gone, timeout=40, what="every process gone")
     assert port_is_free("127.0.0.1", launched.port)
+
+
+def primary_of(gateway: str) -> dict | None:
+    """/cluster's ``valkey`` part, or None while the gateway answers no 200
+    (a 503 while there is no primary)."""
+    try:
+        response = requests.get(gateway + "/cluster", timeout=5)
+    except requests.RequestException:
+        # Between two primaries a node may be slow to answer: ask again.
+        return None
+    return response.json()["valkey"] if response.status_code == 200 else None
+
+
+def test_wizard_up_ha_follows_a_primary_killed_with_sigkill_and_brings_it_back_as_a_replica(
+    tmp_path,
+):
+    port, output = free_port(), tmp_path / "up.out"
+    gateway = f"http://127.0.0.1:{port}"
+    with open(output, "wb") as sink:
+        launcher = subprocess.Popen(
+            [*up_command(port, tmp_path / "var"), "--ha"],
+            cwd=ROOT,
+            env=UP_ENV,
+            stdin=subprocess.DEVNULL,
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+        )
+    up = Launched(port, tmp_path / "var", output, launcher)
+    try:
+        wait_for(lambda: "stop: Ctrl+C" in up.text, timeout=90, interval=0.1)
+        first = primary_of(gateway)
+        assert first["via"] == "sentinel" and len(first["replicas"]) == 2, first
+        pid = int(re.search(rf"valkey-\d +valkey://{first['primary']} +pid (\d+)", up.text)[1])
+        up.note_processes()
+
+        os.kill(pid, signal.SIGKILL)
+
+        def promoted():
+            now = primary_of(gateway)
+            return now if now and now["primary"] != first["primary"] else None
+
+        wait_for(promoted, timeout=60, interval=0.2, what="the nodes name a new primary")
+        wait_for(
+            lambda: requests.post(gateway + "/task", params={"a": 1, "b": 2}, timeout=10).ok,
+            timeout=30,
+            what="a 202 through the new primary",
+        )
+        # The launcher restarts the killed server; the sentinels re-point it.
+        back = wait_for(
+            lambda: (p := promoted()) and len(p["replicas"]) == 2 and p,
+            timeout=60,
+            interval=0.2,
+            what="the old primary back, as a replica",
+        )
+        assert first["primary"] in {r["address"] for r in back["replicas"]}
+        up.note_processes()
+        launcher.send_signal(signal.SIGTERM)
+        assert launcher.wait(60) == 0
+        wait_for(up.all_gone, timeout=10, what="every process gone")
+    finally:
+        stop_for_good(launcher, up.started)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from wizard.config import ConfigError, Settings
+from wizard.config import ConfigError, DurableAck, Settings
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -36,7 +36,10 @@ def test_without_variables_every_setting_has_its_documented_default():
     assert settings.task_timeout == 30.0
     assert settings.retry_base_seconds == 0.5
     assert settings.fetch == "blmove"
-    assert settings.durable_ack is False
+    assert settings.durable_ack is DurableAck.OFF
+    assert not settings.durable_ack
+    assert settings.valkey_sentinels == ()
+    assert settings.valkey_sentinel_master == "wizard"
     assert settings.admin_token == ""
     assert settings.chaos_operations is False
     assert settings.block_seconds == 1.0
@@ -72,9 +75,20 @@ def test_the_node_id_defaults_to_this_machines_hostname():
         ("WIZARD_TASK_TIMEOUT", "2.5", "task_timeout", 2.5),
         ("WIZARD_RETRY_BASE_SECONDS", "0.1", "retry_base_seconds", 0.1),
         ("WIZARD_FETCH", "brpop", "fetch", "brpop"),
-        ("WIZARD_DURABLE_ACK", "1", "durable_ack", True),
-        ("WIZARD_DURABLE_ACK", "yes", "durable_ack", True),
-        ("WIZARD_DURABLE_ACK", "off", "durable_ack", False),
+        ("WIZARD_DURABLE_ACK", "1", "durable_ack", DurableAck.AOF),
+        ("WIZARD_DURABLE_ACK", "yes", "durable_ack", DurableAck.AOF),
+        ("WIZARD_DURABLE_ACK", "aof", "durable_ack", DurableAck.AOF),
+        ("WIZARD_DURABLE_ACK", "Replica", "durable_ack", DurableAck.REPLICA),
+        ("WIZARD_DURABLE_ACK", "off", "durable_ack", DurableAck.OFF),
+        ("WIZARD_DURABLE_ACK", "0", "durable_ack", DurableAck.OFF),
+        (
+            "VALKEY_SENTINELS",
+            "10.0.0.1:26379, s2:26380",
+            "valkey_sentinels",
+            ("10.0.0.1:26379", "s2:26380"),
+        ),
+        ("VALKEY_SENTINELS", "", "valkey_sentinels", ()),
+        ("VALKEY_SENTINEL_MASTER", "wizard-prod", "valkey_sentinel_master", "wizard-prod"),
         ("WIZARD_ADMIN_TOKEN", "s3cret", "admin_token", "s3cret"),
         ("WIZARD_CHAOS_OPERATIONS", "true", "chaos_operations", True),
         ("WIZARD_BLOCK_SECONDS", "0.5", "block_seconds", 0.5),
@@ -122,6 +136,12 @@ def test_each_variable_is_parsed_into_its_setting(variable, raw, field, expected
         ("WIZARD_RETRY_BASE_SECONDS", "-0.5"),
         ("WIZARD_FETCH", "lpop"),
         ("WIZARD_DURABLE_ACK", "maybe"),
+        ("WIZARD_DURABLE_ACK", "2"),
+        ("VALKEY_SENTINELS", "s1"),
+        ("VALKEY_SENTINELS", "s1:26379,:26380"),
+        ("VALKEY_SENTINELS", "s1:port"),
+        ("VALKEY_SENTINELS", "s1:70000"),
+        ("VALKEY_SENTINEL_MASTER", "my master"),
         ("WIZARD_CHAOS_OPERATIONS", "2"),
         ("WIZARD_BLOCK_SECONDS", "0"),
         ("WIZARD_RATE_LIMIT", "-1"),
@@ -166,7 +186,9 @@ def test_settings_survive_the_trip_through_a_child_process_environment():
         node_id="node-3",
         workers=2,
         work_seconds=0.5,
-        durable_ack=True,
+        durable_ack=DurableAck.REPLICA,
+        valkey_sentinels=("s1:26379", "s2:26379"),
+        valkey_sentinel_master="prod",
         chaos_operations=True,
         admin_token="token",
         fetch="brpop",

@@ -35,8 +35,11 @@ LAYERS = [
     "wizard.supervisor",
     "wizard.processes",
     "wizard.acl",
+    "wizard.ha",
     "wizard.cluster",
     "wizard.certs",
+    "wizard.slowlink",
+    "wizard.netlab",
     "wizard.__main__",
 ]
 

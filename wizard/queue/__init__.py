@@ -37,13 +37,21 @@ from ..operations import Number
 from .consuming import HandBack, RetryOutcome, finish, renew, retry, take
 from .deadletters import delete_dead_letter, redrive_dead_letter
 from .policy import DEAD_LETTER_TTL, MAX_BACKOFF_SECONDS, RetryPolicy
-from .producing import IDEMPOTENCY_TTL, KeyReused, NotDurable, submit, submit_once
+from .producing import (
+    ACK_TIMEOUT_MS,
+    IDEMPOTENCY_TTL,
+    KeyReused,
+    NotDurable,
+    submit,
+    submit_once,
+)
 from .reading import counts, dead_letters, processing_workers, read_tasks, recent, status
 from .recovery import Lost, drop_from_processing, find_lost, promote_due, requeue_unclaimed, trim
 from .scripts import LUA_DIR, Script, Scripts
 from .task import Claim, Task, TaskStatus, is_task_id, new_task_id
 
 __all__ = [
+    "ACK_TIMEOUT_MS",
     "DEAD_LETTER_TTL",
     "IDEMPOTENCY_TTL",
     "LUA_DIR",

@@ -14,6 +14,7 @@ import time
 import valkey
 
 from .. import store
+from ..config import DurableAck
 from ..operations import Number
 from .task import TaskStatus, new_task_id
 
@@ -44,12 +45,16 @@ def submit(
     b: Number,
     *,
     accepted_by: str,
-    durable: bool = False,
+    durable: DurableAck | bool = DurableAck.OFF,
 ) -> str:
     """Store a new task and enqueue its id, atomically (one MULTI/EXEC).
 
-    With ``durable``, waits (WAITAOF, up to 1 s) until Valkey has written the
-    transaction to its append-only file, so a 202 survives a crash of Valkey.
+    With ``durable`` (a DurableAck; True means AOF), waits up to 1 s until
+    the primary has written the transaction to its append-only file
+    (WAITAOF), so a 202 survives a crash of Valkey, and with
+    ``DurableAck.REPLICA`` also until a replica has it (WAIT), so it survives
+    a failover. The client's socket timeout must then exceed
+    2 * ACK_TIMEOUT_MS (``store.connect(..., blocking_seconds=2)``).
 
     Returns the task id.
 
@@ -63,7 +68,7 @@ def submit(
         _enqueue(tx, task_id, operation, a, b, accepted_by)
         tx.execute()
     if durable:
-        _wait_for_aof(client, task_id)
+        _wait_for_ack(client, task_id, durable)
     return task_id
 
 
@@ -91,7 +96,7 @@ def submit_once(
     b: Number,
     *,
     accepted_by: str,
-    durable: bool = False,
+    durable: DurableAck | bool = DurableAck.OFF,
     client_id: str = "",
 ) -> tuple[str, bool]:
     """Like :func:`submit`, but at most once per ``idempotency_key`` of one
@@ -133,7 +138,7 @@ def submit_once(
                 # Another request with this key committed first: read again.
                 continue
     if durable:
-        _wait_for_aof(client, task_id)
+        _wait_for_ack(client, task_id, durable)
     return task_id, True
 
 
@@ -148,11 +153,29 @@ def _check_same_input(client: valkey.Valkey, task_id: str, operation: str, a, b)
         )
 
 
-def _wait_for_aof(client: valkey.Valkey, task_id: str) -> None:
+#: How long a durable ack waits for the disk and the replica, milliseconds.
+ACK_TIMEOUT_MS = 1000
+
+
+def _wait_for_ack(client: valkey.Valkey, task_id: str, durable: DurableAck | bool) -> None:
+    """WAIT for one replica (REPLICA only), then WAITAOF for the primary's
+    disk, pipelined in one round trip; each waits up to ACK_TIMEOUT_MS.
+    WAIT runs first so that WAITAOF's fsync of ``everysec`` overlaps it."""
+    replica = durable is DurableAck.REPLICA
     try:
-        local, _replicas = client.execute_command("WAITAOF", 1, 0, 1000)
+        with client.pipeline(transaction=False) as pipe:
+            if replica:
+                pipe.execute_command("WAIT", 1, ACK_TIMEOUT_MS)
+            pipe.execute_command("WAITAOF", 1, 0, ACK_TIMEOUT_MS)
+            replies = pipe.execute()
     except valkey.ResponseError as error:
         # WAITAOF refuses outright when appendonly is off.
         raise NotDurable(f"Valkey cannot confirm durability ({error})", task_id) from None
+    local, _replicas = replies[-1]
+    if replica and replies[0] < 1:
+        raise NotDurable(f"no replica confirmed the write within {ACK_TIMEOUT_MS} ms", task_id)
     if local < 1:
-        raise NotDurable("Valkey did not confirm the append-only file write within 1 s", task_id)
+        raise NotDurable(
+            f"Valkey did not confirm the append-only file write within {ACK_TIMEOUT_MS} ms",
+            task_id,
+        )

@@ -1,0 +1,156 @@
+"""Valkey with replicas and Sentinel: a refused write is "away for a moment"
+(never a 500), the replica ack waits for a replica, and a node's client
+follows a failover to the new primary without a restart, its Lua scripts
+loaded again there."""
+
+from __future__ import annotations
+
+import dataclasses
+import signal
+
+import pytest
+import valkey
+
+from tests.support import call, wait_for
+from wizard import queue, store
+from wizard.api import make_app
+from wizard.cluster import free_port
+from wizard.config import DurableAck
+from wizard.ha import ValkeyHA, ValkeyServer, in_sync
+from wizard.worker import Worker
+
+
+@pytest.fixture
+def pair(tmp_path):
+    """A primary (min-replicas-to-write 1) and its replica, no sentinels."""
+    primary = ValkeyServer("p", host="127.0.0.1", port=free_port(), var_dir=tmp_path)
+    replica = ValkeyServer(
+        "r",
+        host="127.0.0.1",
+        port=free_port(),
+        var_dir=tmp_path,
+        replica_of=("127.0.0.1", primary.port),
+    )
+    started = []
+    try:
+        for server in (primary, replica):
+            server.start()
+            started.append(server)
+        wait_for(lambda: in_sync(replica), timeout=20, what="the replica in sync")
+        yield primary, replica
+    finally:
+        for server in started:
+            server.stop()
+
+
+@pytest.fixture
+def ha(tmp_path):
+    """A primary, two replicas and three sentinels; stopped by PID."""
+    trio = ValkeyHA(var_dir=tmp_path)
+    trio.start()
+    yield trio
+    trio.stop()
+    assert not any(part.alive() for part in trio.parts())
+
+
+def url(server: ValkeyServer) -> str:
+    return f"valkey://{server.address}/0"
+
+
+def test_a_write_sent_to_a_replica_is_refused_as_unavailable_not_as_a_bug(settings, pair):
+    _, replica = pair
+    client = store.connect(dataclasses.replace(settings, valkey_url=url(replica)))
+
+    with pytest.raises(store.PrimaryUnavailable, match="READONLY|read only"):
+        queue.submit(client, "add", 1, 2, accepted_by="node-1")
+
+    response = call(
+        make_app(dataclasses.replace(settings, valkey_url=url(replica))),
+        "POST",
+        "/task",
+        query={"a": 1, "b": 2},
+    )
+    assert response.status == 503
+    assert "Retry-After" in response.headers
+
+
+def test_a_primary_that_lost_its_replicas_refuses_writes_with_a_503(settings, pair):
+    primary, replica = pair
+    replica.stop(signal.SIGKILL)
+    probe = valkey.Valkey(host=primary.host, port=primary.port, decode_responses=True)
+    wait_for(lambda: probe.info("replication")["min_slaves_good_slaves"] == 0, timeout=10)
+    app = make_app(dataclasses.replace(settings, valkey_url=url(primary)))
+
+    response = call(app, "POST", "/task", query={"a": 1, "b": 2})
+
+    assert response.status == 503
+    assert "NOREPLICAS" in response.json()["detail"]
+    assert probe.llen(store.TASK_QUEUE) == 0, "a refused transaction stored nothing"
+
+
+def test_the_replica_ack_answers_202_once_a_replica_has_the_task(settings, pair):
+    primary, replica = pair
+    app = make_app(
+        dataclasses.replace(settings, valkey_url=url(primary), durable_ack=DurableAck.REPLICA)
+    )
+
+    response = call(app, "POST", "/task", query={"a": 1, "b": 2})
+
+    assert response.status == 202
+    on_replica = valkey.Valkey(host=replica.host, port=replica.port, decode_responses=True)
+    assert on_replica.hget(store.task_key(response.json()["task_id"]), "status") == "pending"
+
+
+def test_the_replica_ack_refuses_a_202_when_no_replica_confirms(settings):
+    # The session's Valkey has no replica: WAIT 1 times out after 1 s.
+    client = store.connect(settings, blocking_seconds=2)
+    with pytest.raises(queue.NotDurable, match="no replica"):
+        queue.submit(client, "add", 1, 2, accepted_by="node-1", durable=DurableAck.REPLICA)
+
+
+def test_a_node_follows_a_failover_without_restarting_and_loses_no_replica_acked_task(settings, ha):
+    node = dataclasses.replace(
+        settings,
+        valkey_sentinels=tuple(ha.sentinel_addresses),
+        durable_ack=DurableAck.REPLICA,
+        lease_seconds=2,
+    )
+    app = make_app(node)
+    worker = Worker(node, "node-1/w1")
+    before = [
+        call(app, "POST", "/task", query={"a": n, "b": 1}).json()["task_id"] for n in range(5)
+    ]
+    assert worker.work_once() == "complete", "scripts loaded on the first primary"
+    old = ha.primary()
+    assert call(app, "GET", "/cluster").json()["valkey"]["primary"] == old.address
+
+    old.stop(signal.SIGKILL)
+    new = ha.wait_failover(old)
+
+    # The same app and worker, never restarted: the first calls may meet the
+    # dead primary's sockets (503); then they land on the promoted replica.
+    accepted = wait_for(
+        lambda: call(app, "POST", "/task", query={"a": 100, "b": 1}).status == 202,
+        timeout=20,
+        interval=0.1,
+        what="a 202 from the new primary",
+    )
+    assert accepted
+    assert call(app, "GET", "/cluster").json()["valkey"]["primary"] == new.address
+    done = []
+
+    def drained() -> bool:
+        try:
+            outcome = worker.work_once()
+        except valkey.ConnectionError:
+            # Still on a socket to the dead primary: the next call reconnects.
+            return False
+        if outcome is not None:
+            done.append(outcome)
+        return outcome is None and len(done) >= 5
+
+    # NOSCRIPT on the new primary: the worker's scripts load themselves again.
+    wait_for(drained, timeout=30, interval=0.05, what="the worker drains the new primary")
+    on_new = valkey.Valkey(host=new.host, port=new.port, decode_responses=True)
+    statuses = [on_new.hget(store.task_key(t), "status") for t in before]
+    assert statuses == ["complete"] * 5, "every task acked by a replica survived the failover"

@@ -1,0 +1,78 @@
+"""Harness of the network lab: the cluster spread over Linux network
+namespaces (wizard/netlab.py), loaded through its gateway host from this
+machine, faults injected with ``tc netem``.
+
+Everything a test creates (namespaces, links, processes) is removed by the
+``start_lab`` fixture's finalizer, even when the test fails; the finalizer
+then checks that nothing is left. What each scenario measured goes to
+``var/netlab-results.json``; ``python -m tests.netlab.report`` turns it into
+the tables of docs/netlab.md.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+
+from tests.chaos.conftest import Chaos
+from wizard.cluster import ROOT
+from wizard.netlab import LabCluster, Network
+
+#: What each scenario measured, by scenario name.
+RESULTS: dict[str, dict] = {}
+
+pytestmark = pytest.mark.chaos
+
+
+@pytest.fixture(scope="session", autouse=True)
+def report_results():
+    yield
+    if RESULTS:
+        path = ROOT / "var" / "netlab-results.json"
+        path.parent.mkdir(exist_ok=True)
+        path.write_text(json.dumps(RESULTS, indent=2, sort_keys=True))
+        print("\nnetwork lab results:", json.dumps(RESULTS, sort_keys=True))
+
+
+@pytest.fixture
+def start_lab(tmp_path):
+    """Build a lab network and start a LabCluster on it with extra node
+    settings; everything is stopped and removed after the test."""
+    # One /24 per process, so two test runs never share a lab.
+    network = Network(lab_id=20 + os.getpid() % 200)
+    started: list[LabCluster] = []
+
+    def start(nodes=3, workers=1, ha=False, slow_valkey=False, **env):
+        settings = {
+            "WIZARD_WORK_SECONDS": "0",
+            "WIZARD_LEASE_SECONDS": "1.5",
+            "WIZARD_BLOCK_SECONDS": "0.2",
+            "WIZARD_RETRY_BASE_SECONDS": "0.2",
+            "WIZARD_GRACE_SECONDS": "5",
+            **{key: str(value) for key, value in env.items()},
+        }
+        network.create()
+        cluster = LabCluster(
+            network,
+            nodes=nodes,
+            workers=workers,
+            var_dir=tmp_path / "var",
+            node_env=settings,
+            ha=ha,
+            slow_valkey=slow_valkey,
+        )
+        started.append(cluster)
+        cluster.start()
+        return Chaos(cluster)
+
+    try:
+        yield start
+    finally:
+        for cluster in started:
+            cluster.stop()
+        network.destroy()
+    for cluster in started:
+        assert cluster.pids() == [], "a process of the lab is still running"
+    assert network.namespaces() == [], "a namespace of the lab is left"
