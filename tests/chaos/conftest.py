@@ -26,7 +26,7 @@ from valkey.retry import Retry
 from valkey.sentinel import Sentinel
 
 from tests.support import alive, wait_for
-from wizard import store
+from wizard import acl, store
 from wizard.cluster import ROOT, LocalCluster, free_port
 from wizard.ha import MASTER_NAME
 
@@ -100,6 +100,8 @@ class Chaos:
             )
             self.valkey = sentinel.master_for(
                 MASTER_NAME,
+                username=acl.ADMIN_USER,
+                password=self.cluster.ha.servers[0].admin_password,
                 decode_responses=True,
                 socket_timeout=5,
                 socket_connect_timeout=1,

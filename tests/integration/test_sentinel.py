@@ -53,19 +53,29 @@ def ha(tmp_path):
     assert not any(part.alive() for part in trio.parts())
 
 
-def url(server: ValkeyServer) -> str:
-    return f"valkey://{server.address}/0"
+def as_node(settings, server: ValkeyServer, **changes):
+    """``settings`` pointed at ``server`` as the nodes' user."""
+    return dataclasses.replace(
+        settings,
+        valkey_url=server.node_url,
+        valkey_password_file=str(server.node_password_file),
+        **changes,
+    )
+
+
+def admin(server: ValkeyServer) -> valkey.Valkey:
+    return valkey.Valkey.from_url(server.url, decode_responses=True)
 
 
 def test_a_write_sent_to_a_replica_is_refused_as_unavailable_not_as_a_bug(settings, pair):
     _, replica = pair
-    client = store.connect(dataclasses.replace(settings, valkey_url=url(replica)))
+    client = store.connect(as_node(settings, replica))
 
     with pytest.raises(store.PrimaryUnavailable, match="READONLY|read only"):
         queue.submit(client, "add", 1, 2, accepted_by="node-1")
 
     response = call(
-        make_app(dataclasses.replace(settings, valkey_url=url(replica))),
+        make_app(as_node(settings, replica)),
         "POST",
         "/task",
         query={"a": 1, "b": 2},
@@ -77,9 +87,9 @@ def test_a_write_sent_to_a_replica_is_refused_as_unavailable_not_as_a_bug(settin
 def test_a_primary_that_lost_its_replicas_refuses_writes_with_a_503(settings, pair):
     primary, replica = pair
     replica.stop(signal.SIGKILL)
-    probe = valkey.Valkey(host=primary.host, port=primary.port, decode_responses=True)
+    probe = admin(primary)
     wait_for(lambda: probe.info("replication")["min_slaves_good_slaves"] == 0, timeout=10)
-    app = make_app(dataclasses.replace(settings, valkey_url=url(primary)))
+    app = make_app(as_node(settings, primary))
 
     response = call(app, "POST", "/task", query={"a": 1, "b": 2})
 
@@ -90,14 +100,12 @@ def test_a_primary_that_lost_its_replicas_refuses_writes_with_a_503(settings, pa
 
 def test_the_replica_ack_answers_202_once_a_replica_has_the_task(settings, pair):
     primary, replica = pair
-    app = make_app(
-        dataclasses.replace(settings, valkey_url=url(primary), durable_ack=DurableAck.REPLICA)
-    )
+    app = make_app(as_node(settings, primary, durable_ack=DurableAck.REPLICA))
 
     response = call(app, "POST", "/task", query={"a": 1, "b": 2})
 
     assert response.status == 202
-    on_replica = valkey.Valkey(host=replica.host, port=replica.port, decode_responses=True)
+    on_replica = admin(replica)
     assert on_replica.hget(store.task_key(response.json()["task_id"]), "status") == "pending"
 
 
@@ -109,8 +117,9 @@ def test_the_replica_ack_refuses_a_202_when_no_replica_confirms(settings):
 
 
 def test_a_node_follows_a_failover_without_restarting_and_loses_no_replica_acked_task(settings, ha):
-    node = dataclasses.replace(
+    node = as_node(
         settings,
+        ha.servers[0],
         valkey_sentinels=tuple(ha.sentinel_addresses),
         durable_ack=DurableAck.REPLICA,
         lease_seconds=2,
@@ -151,6 +160,6 @@ def test_a_node_follows_a_failover_without_restarting_and_loses_no_replica_acked
 
     # NOSCRIPT on the new primary: the worker's scripts load themselves again.
     wait_for(drained, timeout=30, interval=0.05, what="the worker drains the new primary")
-    on_new = valkey.Valkey(host=new.host, port=new.port, decode_responses=True)
+    on_new = admin(new)
     statuses = [on_new.hget(store.task_key(t), "status") for t in before]
     assert statuses == ["complete"] * 5, "every task acked by a replica survived the failover"

@@ -7,6 +7,7 @@ and records it in RESULTS (docs/netlab.md shows the tables).
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import threading
@@ -20,7 +21,6 @@ import valkey
 from tests.netlab.conftest import RESULTS
 from tests.support import wait_for
 from wizard import store
-from wizard.ha import ask
 
 pytestmark = pytest.mark.chaos
 
@@ -242,21 +242,23 @@ def write_refused_on(cluster, host: str, server) -> str | None:
     """Try a write on ``server`` from inside its own (cut off) host; return
     the error it answered with, or None if it took the write."""
     probe = (
-        "import valkey\n"
-        f"c = valkey.Valkey(host={server.host!r}, port={server.port}, socket_timeout=2)\n"
+        "import os, valkey\n"
+        "c = valkey.Valkey.from_url(os.environ['PROBE_URL'], socket_timeout=2)\n"
         "try:\n"
         "    c.set('wizard:partition:probe', 1)\n"
         "except valkey.ResponseError as e:\n"
         "    print(e)\n"
     )
     argv = [*cluster.network.exec_prefix(host), sys.executable, "-c", probe]
-    done = subprocess.run(argv, capture_output=True, text=True, timeout=10, check=True)
+    # The admin's URL (with its password) by environment, not on the command line.
+    env = {**os.environ, "PROBE_URL": server.url}
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=10, check=True, env=env)
     return done.stdout.strip() or None
 
 
 def role_of(server) -> str | None:
     """What ``server`` says it is now (ROLE), or None if unreachable."""
-    reply = ask(server.host, server.port, "ROLE")
+    reply = server.ask("ROLE")
     return reply[0] if reply else None
 
 
@@ -332,7 +334,7 @@ def test_a_primary_cut_from_its_replicas_but_not_its_clients_shows_what_the_repl
 
 def refused_by(server) -> str | None:
     """The error ``server`` answers a write with, or None if it takes it."""
-    client = valkey.Valkey(host=server.host, port=server.port, socket_timeout=2)
+    client = valkey.Valkey.from_url(server.url, socket_timeout=2)
     try:
         client.set("wizard:partition:probe", 1, px=1000)
     except valkey.ResponseError as error:

@@ -19,6 +19,8 @@ TIMEOUT_SECONDS="${TIMEOUT_SECONDS:-60}"
 # The project's Python (the one with wizard installed), e.g. PYTHON=.venv/bin/python.
 PYTHON="${PYTHON:-python3}"
 LAB=("${PYTHON}" -m wizard.netlab)
+# The lab Valkey's admin password (make lab writes it, mode 0600).
+ADMIN_PASSWORD_FILE="${ADMIN_PASSWORD_FILE:-var/lab/secrets/valkey-admin-password}"
 
 primary() { curl -sS -m 5 "${BASE_URL}/cluster" | grep -o '"primary":"[^"]*"' | cut -d '"' -f 4; }
 
@@ -48,8 +50,10 @@ echo "new primary: ${now} (after about $((SECONDS + TIMEOUT_SECONDS - deadline))
 echo "asking the old primary for a write, from inside ${host}:"
 ip netns exec "wzl${LAB_ID:-42}-${host}" "${PYTHON}" -c "
 import valkey
+password = open('${ADMIN_PASSWORD_FILE}').read().strip()
+client = valkey.Valkey(host='${old%%:*}', port=${old##*:}, username='admin', password=password, socket_timeout=2)
 try:
-    valkey.Valkey(host='${old%%:*}', port=${old##*:}, socket_timeout=2).set('lab:probe', 1)
+    client.set('lab:probe', 1, px=1000)
     print('  it took the write (its replicas still looked in reach; try again)')
 except valkey.ResponseError as error:
     print('  refused:', error)
