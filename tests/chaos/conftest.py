@@ -8,6 +8,7 @@ the table in docs/chaos.md can be checked against a fresh run.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
@@ -154,9 +155,15 @@ class Chaos:
         # Restarted workers come back after their supervisor's backoff.
         live = wait_for(self.workers, timeout=15, what="a live worker to kill")
         worker_id, pid = rng.choice(sorted(live.items()))
-        os.kill(pid, signal.SIGSTOP)
+        try:
+            os.kill(pid, signal.SIGSTOP)
+        except ProcessLookupError:
+            # It died after the registry was read: nothing to kill this time.
+            return set()
         held = set(self.valkey.lrange(store.processing_key(worker_id), 0, -1))
-        os.kill(pid, signal.SIGKILL)
+        with contextlib.suppress(ProcessLookupError):
+            # A zombie already when stopped, reaped since: it is dead anyway.
+            os.kill(pid, signal.SIGKILL)
         return {t for t in held if self.valkey.hget(store.task_key(t), "status") == "running"}
 
     # --- audit ------------------------------------------------------------
