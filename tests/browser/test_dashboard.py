@@ -39,7 +39,8 @@ def test_the_dashboard_loads_without_console_errors(dashboard):
 
 
 def test_the_queue_panel_names_the_valkey_primary_the_nodes_write_to(dashboard, cluster):
-    address = cluster.valkey_url.removeprefix("valkey://").removesuffix("/0")
+    # valkey://wizard@127.0.0.1:port/0: the server's address, not the user.
+    address = cluster.valkey_url.removesuffix("/0").rpartition("@")[2]
     expect(dashboard.page.locator("#q-primary")).to_have_text(
         f"primary {address} (from VALKEY_URL), 0 replicas"
     )
