@@ -131,7 +131,7 @@ def test_retrying_the_timed_out_post_with_its_key_makes_the_task_once(cluster, f
     )
     assert retried.status_code == 202, retried.text
     # One task, whichever came first: the key made the retry safe.
-    client = valkey.Valkey.from_url(cluster.valkey_url, decode_responses=True)
+    client = valkey.Valkey.from_url(cluster.admin_url, decode_responses=True)
     try:
         tasks = [
             k
