@@ -303,9 +303,10 @@ MALFORMED: tuple[Malformed, ...] = (
          b"Connection: close\r\n\r\n", 400, 405),
     # Headers.
     _bad("a NUL byte in a header value", _OK_HEAD + b"X-Note: a\x00b\r\n\r\n", 400),
-    # Other control bytes in a header value (\x01, \x7f) pass nginx, which
-    # checks names, not values, and are refused by the node's HTTP server
-    # (waitress): the node's side of the edge, tested with the node.
+    # Other control bytes in a header value pass nginx, which checks names,
+    # not values: the node's HTTP server refuses them (wizard/server.py).
+    _bad("a control byte in a header value", _OK_HEAD + b"X-Note: a\x01b\r\n\r\n", 400),
+    _bad("a DEL byte in a header value", _OK_HEAD + b"X-Note: a\x7fb\r\n\r\n", 400),
     # nginx drops a header line it cannot read (ignore_invalid_headers) and
     # serves the rest of the request, as RFC 9110 section 5.1 allows.
     _bad("a header line without a colon", _OK_HEAD + b"X-Note\r\n\r\n", 200, 400),
