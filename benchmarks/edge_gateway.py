@@ -190,9 +190,12 @@ def measure() -> list[tuple[str, str]]:
 
 def table(rows: list[tuple[str, str]]) -> str:
     measured = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    load = ", ".join(f"{value:.1f}" for value in os.getloadavg())
     lines = [
         BEGIN,
-        f"Measured {measured} on {os.cpu_count()} CPUs by `make edge-figures`.",
+        f"Measured {measured} by `make edge-figures` (benchmarks/edge_gateway.py) on "
+        f"{os.cpu_count()} CPUs, load average at the end {load}: latencies are "
+        "wall-clock and shared the cores with everything else running.",
         "",
         "| What | Measured |",
         "|---|---|",
