@@ -150,7 +150,10 @@ class LocalCluster:
 
     ``node_env`` adds environment variables to every node (e.g.
     ``{"WIZARD_WORK_SECONDS": "0"}``). ``valkey_url`` uses an existing Valkey
-    instead of starting one. All parts are stopped by PID in :meth:`stop`.
+    instead of starting one. ``gateway_limits=False`` turns off nginx's
+    per-address limits (ops/nginx/wizard-limits.conf), for load tests and
+    benchmarks that send everything from one address. All parts are stopped
+    by PID in :meth:`stop`.
     """
 
     def __init__(
@@ -165,8 +168,10 @@ class LocalCluster:
         host: str = "127.0.0.1",
         die_with_launcher: bool = False,
         ha: bool = False,
+        gateway_limits: bool = True,
     ) -> None:
         self.host = host
+        self.gateway_limits = gateway_limits
         self.die_with_launcher = die_with_launcher
         self.gateway_port = gateway_port
         self.workers = workers
@@ -305,21 +310,29 @@ class LocalCluster:
         prefix = self.var_dir / "nginx"
         prefix.mkdir(parents=True, exist_ok=True)
         servers = "\n".join(
-            f"        server {self.node_host(name)}:{port} max_fails=1 fail_timeout=2s;"
+            f"        server {self.node_host(name)}:{port} max_fails=0;"
             for name, port in self.node_ports.items()
         )
+        # 1: no client address is counted by the gateway's limits.
+        unlimited = 0 if self.gateway_limits else 1
         logs = self.var_dir / "logs"
         conf = f"""# Written by `python -m wizard up`; edit ops/nginx/ instead.
 daemon off;
 worker_processes 1;
 pid {prefix}/nginx.pid;
 error_log {logs}/nginx-error.log warn;
+worker_rlimit_nofile 10240;
 events {{
-    worker_connections 1024;
+    worker_connections 4096;
 }}
 http {{
     include {OPS}/nginx/wizard-http.conf;
     include {OPS}/nginx/security-headers.conf;
+    include {OPS}/nginx/wizard-realip.conf;
+    include {OPS}/nginx/wizard-limits.conf;
+    geo $wizard_unlimited {{
+        default {unlimited};
+    }}
     access_log {logs}/nginx-access.log wizard_json buffer=64k flush=1s;
     client_body_temp_path {prefix}/client_body_temp;
     proxy_temp_path {prefix}/proxy_temp;

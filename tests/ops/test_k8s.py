@@ -217,6 +217,8 @@ def test_the_gateway_balances_over_the_headless_app_service(objects):
     ("manifest", "key", "source"),
     [
         ("gateway-configmap.yaml", "wizard-http.conf", "nginx/wizard-http.conf"),
+        ("gateway-configmap.yaml", "wizard-realip.conf", "nginx/wizard-realip.conf"),
+        ("gateway-configmap.yaml", "wizard-limits.conf", "nginx/wizard-limits.conf"),
         ("gateway-configmap.yaml", "wizard-locations.conf", "nginx/wizard-locations.conf"),
         ("gateway-configmap.yaml", "security-headers.conf", "nginx/security-headers.conf"),
         ("valkey-configmap.yaml", "valkey.conf", "valkey/valkey.conf"),
