@@ -242,6 +242,7 @@ class LabCluster(LocalCluster):
         node_env: dict[str, str] | None = None,
         ha: bool = False,
         slow_valkey: bool = False,
+        gateway_limits: bool = True,
     ) -> None:
         super().__init__(
             gateway_port=GATEWAY_PORT,
@@ -249,6 +250,7 @@ class LabCluster(LocalCluster):
             workers=workers,
             var_dir=var_dir,
             node_env=node_env,
+            gateway_limits=gateway_limits,
         )
         self.network = network
         self.host = network.address("gateway")
