@@ -33,6 +33,7 @@ from .config import Settings
 from .operations import (
     InvalidOperand,
     UnknownOperation,
+    calibrate,
     check_operation,
     compute,
     parse_operand,
@@ -101,6 +102,7 @@ class Api:
             self.access = access.AccessVerifier(policy)
         self.router = Router(self.routes(), node_id=settings.node_id)
         self.hostname = socket.gethostname()
+        calibrate(settings.work_seconds)
 
     def __call__(self, environ: dict, start_response) -> list[bytes]:
         """The WSGI entry point (PEP 3333). With Access on, a request without

@@ -14,10 +14,14 @@ a decimal point or exponent is a float (1.5 + 2 is 3.5). No I/O happens here.
 
 from __future__ import annotations
 
+import functools
+import logging
 import math
 import os
 import time
 from collections.abc import Callable
+
+log = logging.getLogger(__name__)
 
 Number = int | float
 
@@ -139,13 +143,63 @@ def check_operation(name: str, *, chaos: bool = False) -> str:
     raise UnknownOperation(f"unknown operation {name!r}; use one of: {known}")
 
 
+#: CPU time the calibration spends measuring, seconds (once per process).
+CALIBRATION_SECONDS = 0.05
+
+
+def _spin(steps: int) -> int:
+    """``steps`` rounds of pure-Python arithmetic: the simulated work.
+
+    Pure Python on purpose: it holds the interpreter lock (GIL) all the time
+    it runs, as a real Python computation would, so threads of one process
+    take turns on one core while separate processes use separate cores."""
+    total = 0
+    for step in range(steps):
+        total = (total + step * step) % 1_000_003
+    return total
+
+
+@functools.cache
+def steps_per_cpu_second() -> float:
+    """How many :func:`_spin` steps one CPU-second holds on this machine.
+
+    Measured once per process (then cached) with the thread's own CPU clock
+    (``time.thread_time``), so a busy machine or other threads waiting on the
+    lock do not change the answer: the best of three runs of at least
+    CALIBRATION_SECONDS each. Call it at start, before taking work."""
+    steps = 10_000
+    best = 0.0
+    runs = 0
+    while runs < 3:
+        started = time.thread_time()
+        _spin(steps)
+        used = time.thread_time() - started
+        if used < CALIBRATION_SECONDS:
+            steps *= 2
+            continue
+        best = max(best, steps / used)
+        runs += 1
+    return best
+
+
+def calibrate(work_seconds: float) -> None:
+    """Measure :func:`steps_per_cpu_second` now if there will be work to
+    simulate (``work_seconds`` > 0), so the first task does not pay for it,
+    and log the figure."""
+    if work_seconds > 0:
+        rate = steps_per_cpu_second()
+        log.info(f"simulated work calibrated: {rate:,.0f} steps per CPU-second")
+
+
 def simulate_work(seconds: float) -> None:
-    """Burn ``seconds`` of CPU, as a real computation would (not a sleep:
-    a sleeping task would not show why the API must not do the work itself)."""
-    deadline = time.perf_counter() + seconds
-    spins = 0
-    while time.perf_counter() < deadline:
-        spins += 1
+    """Do ``seconds`` of CPU work as measured on an idle core: a fixed amount
+    of pure-Python arithmetic (``seconds`` x :func:`steps_per_cpu_second`),
+    not a deadline. Two requests sharing one process's interpreter lock take
+    about twice as long each; two processes on two cores do not.
+
+    Not a sleep either: a sleeping task would not show why the API must not
+    do the work itself."""
+    _spin(round(seconds * steps_per_cpu_second()))
 
 
 def compute(operation: str, a: Number, b: Number, *, work_seconds: float) -> Number:

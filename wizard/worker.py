@@ -33,7 +33,7 @@ import valkey
 from . import membership, metrics, queue, store
 from .config import Settings
 from .loop import VALKEY_DOWN, reconnect_delay, run_steps
-from .operations import OperationFailed, UnknownOperation, compute
+from .operations import OperationFailed, UnknownOperation, calibrate, compute
 
 __all__ = ["GraceOver", "TaskTimeout", "Worker", "WorkOutcome", "reconnect_delay", "run_worker"]
 
@@ -292,6 +292,7 @@ class Worker:
         heartbeat = threading.Thread(target=self._heartbeat_loop, name="heartbeat", daemon=True)
         heartbeat.start()
         log.info("worker started", extra={"pid": os.getpid()})
+        calibrate(self.settings.work_seconds)
         run_steps(
             self.work_once,
             stopped=lambda: self.stop_reason is not None,
