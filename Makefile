@@ -14,7 +14,7 @@ PY      := $(VENV)/bin/python
 PIP     := $(PY) -m pip --disable-pip-version-check -q
 CHROMIUM ?= /usr/bin/chromium
 
-.PHONY: run test chaos bench edge-figures lint up public certs down clean install-local install-dev \
+.PHONY: run test chaos bench bench-gil edge-figures lint up public certs down clean install-local install-dev \
         install-public chromium podman containers-test iproute2 lab
 
 # The virtual environment, created once.
@@ -103,6 +103,10 @@ bench: install-dev
 edge-figures: install-dev
 	$(PY) -m benchmarks.edge_gateway
 	$(PY) -m benchmarks.edge_node
+
+## bench-gil: threads against processes on CPU-bound work (writes the README's figures)
+bench-gil: install-dev
+	$(PY) benchmarks/gil.py
 
 ## lint: static checks of the Python code
 lint: install-dev
