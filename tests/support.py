@@ -64,14 +64,15 @@ def call(
     method: str,
     path: str,
     *,
-    query: dict | None = None,
+    query: dict | list[tuple[str, str]] | None = None,
     body: bytes = b"",
     content_type: str = "",
     headers: dict[str, str] | None = None,
     remote_addr: str = "",
 ) -> WsgiResponse:
     """Call a WSGI ``app`` in-process with a ``wsgiref`` environ, from peer
-    address ``remote_addr`` (none by default: an "unknown" client)."""
+    address ``remote_addr`` (none by default: an "unknown" client). ``query``
+    may be a list of (name, value) pairs to repeat a name."""
     environ: dict = {
         "REQUEST_METHOD": method,
         "PATH_INFO": path,

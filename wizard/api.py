@@ -62,6 +62,9 @@ log = logging.getLogger(__name__)
 #: The dashboard's files: plain HTML, CSS and JavaScript (no build step).
 STATIC_DIR = Path(__file__).resolve().parent.parent / "static"
 
+#: The fields POST /task takes (query string, form or JSON body).
+TASK_FIELDS = ("a", "b", "operation")
+
 #: Most tasks one ``GET /tasks`` may return.
 MAX_LIST_LIMIT = store.RECENT_LIMIT
 
@@ -308,14 +311,16 @@ class Api:
 
     def _submit(self, request: Request) -> Response:
         """Validate and enqueue the task of a POST /task (see :meth:`submit`)."""
-        fields = request.fields()
-        operation = str(fields.get("operation") or "add")
+        fields = request.fields(TASK_FIELDS)
+        operation = fields.get("operation", "add")
+        if not isinstance(operation, str):
+            raise BadRequest('operation must be a name such as "add", given as a string')
         try:
             check_operation(operation, chaos=self.settings.chaos_operations)
         except UnknownOperation as error:
             raise BadRequest(str(error)) from None
-        a = _operand(fields, "a")
-        b = _operand(fields, "b")
+        a = _operand(fields, "a", json_names=request.json_names)
+        b = _operand(fields, "b", json_names=request.json_names)
         if "HTTP_IDEMPOTENCY_KEY" in request.environ:
             key = request.header("Idempotency-Key")
             if not is_token(key):
@@ -547,20 +552,21 @@ class Api:
     # --- the route table --------------------------------------------------
 
     def routes(self) -> list[Route]:
-        """Every route of the API, in one list."""
+        """Every route of the API, in one list. ``params``: the query
+        arguments a route uses; any other, or one given twice, is a 400."""
         return [
-            Route("GET", "/", self.index),
-            Route("GET", "/static/<name>", self.static),
+            Route("GET", "/", self.index, params=None),
+            Route("GET", "/static/<name>", self.static, params=None),
             Route("GET", "/whoami", self.whoami),
             Route("GET", "/healthz", self.healthz),
             Route("GET", "/readyz", self.readyz),
             Route("GET", "/valkey_test", self.valkey_test),
-            Route("GET", "/add", self.add),
-            Route("POST", "/task", self.submit),
-            Route("GET", "/tasks", self.recent_tasks),
+            Route("GET", "/add", self.add, params=("a", "b")),
+            Route("POST", "/task", self.submit, params=TASK_FIELDS),
+            Route("GET", "/tasks", self.recent_tasks, params=("limit",)),
             Route("GET", "/tasks/<task_id>/status", self.task_status),
             Route("GET", "/cluster", self.cluster),
-            Route("GET", "/dead_letters", self.dead_letters),
+            Route("GET", "/dead_letters", self.dead_letters, params=("limit",)),
             Route("POST", "/dead_letters/<task_id>/retry", self.redrive),
             Route("DELETE", "/dead_letters/<task_id>", self.discard),
             Route("GET", "/metrics", self.metrics),
@@ -572,9 +578,20 @@ class Api:
 OPENAPI_PATH = Path(__file__).resolve().parent / "openapi.json"
 
 
-def _operand(fields: dict, name: str) -> queue.Number:
+def _operand(fields: dict, name: str, json_names: frozenset[str] = frozenset()) -> queue.Number:
+    """Parse one operand; in a JSON body it must be a JSON number, not text.
+
+    Raises:
+        BadRequest: the operand is invalid (the detail names it).
+    """
+    value = fields.get(name)
+    if name in json_names and isinstance(value, str):
+        raise BadRequest(
+            f"operand '{name}' is the JSON string \"{value[:40]}\"; send a JSON number, "
+            f'without quotes, like {{"{name}": 2}}'
+        )
     try:
-        return parse_operand(name, fields.get(name))
+        return parse_operand(name, value)
     except InvalidOperand as error:
         raise BadRequest(str(error)) from None
 

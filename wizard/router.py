@@ -27,7 +27,7 @@ import json
 import logging
 import re
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from urllib.parse import parse_qs
@@ -182,8 +182,10 @@ class ServiceUnavailable(HTTPError):
 class Request:
     """One HTTP request, read from a WSGI ``environ``.
 
-    ``query`` maps each name to its first value. The body is read at most
-    once, lazily, and never more than MAX_BODY_BYTES.
+    ``query`` maps each name to its value (:meth:`check_query` refuses a
+    name given twice). The body is read at most once, lazily, and never more
+    than MAX_BODY_BYTES. ``json_names`` are the fields :meth:`fields` took
+    from a JSON body (their values keep their JSON types).
     """
 
     def __init__(self, environ: dict, *, trusted: Iterable[Network] = ()) -> None:
@@ -196,9 +198,10 @@ class Request:
         raw_path = environ.get("PATH_INFO", "") or "/"
         self.path: str = raw_path.encode("latin-1", "replace").decode("utf-8", "replace")
         raw_query = environ.get("QUERY_STRING", "")
-        self.query: dict[str, str] = {
-            k: v[0] for k, v in parse_qs(raw_query, keep_blank_values=True).items()
-        }
+        #: Every value of each query argument, in order (``a=1&a=5``: two).
+        self.query_lists: dict[str, list[str]] = parse_qs(raw_query, keep_blank_values=True)
+        self.query: dict[str, str] = {k: v[0] for k, v in self.query_lists.items()}
+        self.json_names: frozenset[str] = frozenset()
         incoming = environ.get("HTTP_X_REQUEST_ID", "")
         self.request_id: str = incoming if is_token(incoming) else uuid.uuid4().hex
         self._body: bytes | None = None
@@ -252,13 +255,31 @@ class Request:
             self._body = self.environ["wsgi.input"].read(length) if length > 0 else b""
         return self._body
 
-    def fields(self) -> dict[str, object]:
-        """The parameters of the request: query string, overlaid by a form
-        or JSON object body if there is one.
+    def check_query(self, allowed: Collection[str]) -> None:
+        """Take the query string literally or refuse it: every argument must
+        be one the route uses (``allowed``), given once.
+
+        Raises:
+            BadRequest: naming the argument the route does not take, or the
+                one given more than once.
+        """
+        for name, values in self.query_lists.items():
+            if name not in allowed:
+                raise BadRequest(_not_taken(self, name, allowed))
+            if len(values) > 1:
+                shown = ", ".join(repr(value) for value in values[:4])
+                raise BadRequest(f"'{name}' is given {len(values)} times ({shown}); send it once")
+
+    def fields(self, allowed: Collection[str]) -> dict[str, object]:
+        """The parameters of the request: the query string (see
+        :meth:`check_query`) and the fields of a form or JSON object body,
+        each taken from exactly one place.
 
         Raises:
             UnsupportedMediaType: a body of another content type.
-            BadRequest: the body is not valid JSON, or not a JSON object.
+            BadRequest: the body is not valid JSON, not a JSON object, has a
+                key twice or a field the route does not take; or a field is
+                both in the query string and in the body.
             PayloadTooLarge: see :meth:`body`.
         """
         values: dict[str, object] = dict(self.query)
@@ -266,15 +287,48 @@ class Request:
         if not body:
             return values
         if self.content_type == "application/json":
-            values.update(_json_object(body))
+            given = _json_object(body)
+            self.json_names = frozenset(given)
         elif self.content_type == "application/x-www-form-urlencoded":
-            text = body.decode("utf-8", errors="replace")
-            values.update({k: v[0] for k, v in parse_qs(text, keep_blank_values=True).items()})
+            given = _form(body)
         else:
             raise UnsupportedMediaType(
                 "send the body as application/json or application/x-www-form-urlencoded"
             )
+        for name in given:
+            if name not in allowed:
+                raise BadRequest(_not_taken(self, name, allowed, where="the body has"))
+            if name in values:
+                raise BadRequest(
+                    f"'{name}' is given twice, in the query string and in the body; "
+                    "send it in one place"
+                )
+        values.update(given)
         return values
+
+
+def _not_taken(request: Request, name: str, allowed: Collection[str], where: str = "") -> str:
+    """The sentence refusing an argument a route does not use."""
+    takes = f"it takes {', '.join(allowed)}" if allowed else "it takes no arguments"
+    shown = name if len(name) <= 40 else name[:40] + "..."
+    prefix = f"{where} '{shown}'" if where else f"'{shown}' is not an argument of"
+    route = f"{request.method} {request.path}"
+    if where:
+        return f"{prefix}, which {route} does not take; {takes}"
+    return f"{prefix} {route}; {takes}"
+
+
+def _form(body: bytes) -> dict[str, str]:
+    """A form body's fields, each given once.
+
+    Raises:
+        BadRequest: a field is given more than once.
+    """
+    lists = parse_qs(body.decode("utf-8", errors="replace"), keep_blank_values=True)
+    for name, values in lists.items():
+        if len(values) > 1:
+            raise BadRequest(f"'{name}' is given {len(values)} times in the body; send it once")
+    return {name: values[0] for name, values in lists.items()}
 
 
 #: A request id or idempotency key: 1-64 ASCII letters, digits, '-', '_', '.'.
@@ -289,7 +343,7 @@ def is_token(text: str) -> bool:
 
 def _json_object(body: bytes) -> dict:
     try:
-        value = json.loads(body, parse_constant=_reject_constant)
+        value = json.loads(body, parse_constant=_reject_constant, object_pairs_hook=_unique_keys)
     except (UnicodeDecodeError, ValueError) as error:
         raise BadRequest(f"the body is not valid JSON ({error})") from None
     except RecursionError:
@@ -298,6 +352,16 @@ def _json_object(body: bytes) -> dict:
     if not isinstance(value, dict):
         raise BadRequest('the JSON body must be an object, like {"a": 1, "b": 2}')
     return value
+
+
+def _unique_keys(pairs: list[tuple[str, object]]) -> dict:
+    # RFC 8259 §4: names SHOULD be unique; json.loads keeps the last silently.
+    seen: dict[str, object] = {}
+    for name, value in pairs:
+        if name in seen:
+            raise BadRequest(f"the JSON body has the key '{name}' twice; send it once")
+        seen[name] = value
+    return seen
 
 
 def _reject_constant(name: str) -> float:
@@ -315,9 +379,10 @@ class Response:
 
     @classmethod
     def json(cls, data: dict, status: int = 200, **headers: str) -> Response:
-        """A JSON response. NaN and Infinity are refused (ValueError): they
-        are not JSON, and no response may contain them."""
-        body = json.dumps(data, allow_nan=False, separators=(",", ":")).encode()
+        """A JSON response, ending with a newline (so a shell prompt starts on
+        its own line after curl). NaN and Infinity are refused (ValueError):
+        they are not JSON, and no response may contain them."""
+        body = json.dumps(data, allow_nan=False, separators=(",", ":")).encode() + b"\n"
         return cls(status, body, {"Content-Type": "application/json", **headers})
 
 
@@ -327,11 +392,14 @@ class Response:
 @dataclass(frozen=True)
 class Route:
     """One line of the route table. ``pattern`` may hold ``<name>``
-    segments, each matching one path segment (no ``/``)."""
+    segments, each matching one path segment (no ``/``). ``params`` are the
+    query arguments the route uses: any other is refused (400), and so is
+    one given twice; ``None`` lets any query string through (pages)."""
 
     method: str
     pattern: str
     handler: Callable[..., Response]
+    params: tuple[str, ...] | None = ()
 
     def compile(self) -> re.Pattern:
         """The pattern as an anchored regular expression."""
@@ -386,6 +454,8 @@ class Router:
         route = None
         try:
             route, params = self.match(request.method, request.path)
+            if route.params is not None:
+                request.check_query(route.params)
             return route, route.handler(request, **params)
         except HTTPError as error:
             return route, self.problem(error)

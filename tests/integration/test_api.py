@@ -504,6 +504,14 @@ BAD_INPUTS = [
     task("body too large", BIG_BODY, "16384 bytes", status=413),
     task("body is plain text", ("text/plain", b"a=1&b=2"), "application/json", status=415),
     task("form a is a word", (FORM, b"a=one&b=2"), "'a' must be a number"),
+    task("a is given twice", [("a", "1"), ("a", "5"), ("b", "2")], "'a' is given 2 times"),
+    task("an argument the route does not use", {"a": "1", "b": "2", "c": "3"}, "'c' is not an"),
+    task("form b is given twice", (FORM, b"a=1&b=2&b=3"), "'b' is given 2 times in the body"),
+    task("JSON a is a string", b'{"a": "1", "b": 2}', 'the JSON string "1"; send a JSON number'),
+    task("JSON key given twice", b'{"a": 1, "b": 2, "a": 3}', "has the key 'a' twice"),
+    task("JSON field not taken", b'{"a": 1, "b": 2, "c": 3}', "the body has 'c'"),
+    task("JSON operation is a number", b'{"a": 1, "b": 2, "operation": 5}', "operation must"),
+    task("empty operation", {"a": "1", "b": "2", "operation": ""}, "unknown operation ''"),
     Bad("GET on /task", "GET", "/task", {}, 405, "use POST"),
     Bad("DELETE on /add", "DELETE", "/add", {}, 405, "use GET"),
     Bad("POST on a status", "POST", f"/tasks/{UNKNOWN_ID}/status", {}, 405, "use GET"),
@@ -513,6 +521,17 @@ BAD_INPUTS = [
     Bad("upper-case task id", "GET", f"/tasks/{'A' * 32}/status", {}, 404, "32 hex digits"),
     Bad("add without b", "GET", "/add", {"a": "1"}, 400, "'b' is missing"),
     Bad("add with a word", "GET", "/add", {"a": "x", "b": "1"}, 400, "'a' must be a number"),
+    Bad(
+        "add with an operation",
+        "GET",
+        "/add",
+        {"a": "2", "b": "3", "operation": "multiply"},
+        400,
+        "'operation' is not an argument of GET /add; it takes a, b",
+    ),
+    Bad("add with a repeated", "GET", "/add", [("a", "1"), ("a", "5"), ("b", "2")], 400, "once"),
+    Bad("tasks with a typo", "GET", "/tasks", {"limt": "5"}, 400, "'limt' is not an argument"),
+    Bad("whoami with an argument", "GET", "/whoami", {"x": "1"}, 400, "takes no arguments"),
     Bad("limit is zero", "GET", "/tasks", {"limit": "0"}, 400, "from 1 to 200"),
     Bad("limit is a word", "GET", "/tasks", {"limit": "all"}, 400, "from 1 to 200"),
     Bad("hidden static file", "GET", "/static/.env", {}, 404, ".env"),
@@ -522,9 +541,9 @@ BAD_INPUTS = [
 
 
 def send(app, method: str, path: str, payload):
-    """Send ``payload``: a dict goes in the query string, bytes as a JSON
+    """Send ``payload``: a dict (or list of pairs) goes in the query string, bytes as a JSON
     body, and a (content type, bytes) pair as that body."""
-    if isinstance(payload, dict):
+    if isinstance(payload, (dict, list)):
         return call(app, method, path, query=payload)
     if isinstance(payload, bytes):
         return call(app, method, path, body=payload, content_type=JSON)
@@ -626,3 +645,44 @@ def test_cluster_shows_a_worker_gone_once_it_misses_three_heartbeats(settings, c
 
     node = call(app, "GET", "/cluster").json()["nodes"][0]
     assert node["alive"] is False and node["workers"][0]["alive"] is False
+
+
+def test_a_value_given_both_in_the_query_and_in_the_body_is_refused(app, client):
+    response = call(
+        app, "POST", "/task", query={"a": "1"}, body=b'{"a": 5, "b": 2}', content_type=JSON
+    )
+
+    assert_problem(response, 400, "invalid-input", "'a' is given twice")
+    assert task_keys(client) == []
+
+
+def test_fields_may_be_split_between_the_query_and_a_json_body(app):
+    response = call(
+        app,
+        "POST",
+        "/task",
+        query={"operation": "multiply"},
+        body=b'{"a": 94906267, "b": 94906267}',
+        content_type=JSON,
+    )
+
+    assert accepted(response)
+
+
+@pytest.mark.parametrize(
+    "method, path, query",
+    [
+        ("GET", "/whoami", {}),
+        ("GET", "/add", {"a": "1", "b": "2"}),
+        ("POST", "/task", {"a": "1", "b": "2"}),
+        ("GET", "/tasks", {}),
+        ("GET", "/cluster", {}),
+        ("GET", "/nowhere", {}),
+        ("GET", "/openapi.json", {}),
+    ],
+)
+def test_every_json_answer_ends_with_a_newline(app, method, path, query):
+    response = call(app, method, path, query=query)
+
+    assert "json" in response.headers["Content-Type"]
+    assert response.body.endswith(b"\n") and not response.body.endswith(b"\n\n")

@@ -39,8 +39,16 @@ def delete_item(request: Request, item_id: str) -> Response:
     return Response.json({"deleted": item_id})
 
 
+#: The fields the echo routes take.
+FIELDS = ("a", "b", "operation")
+
+
 def echo_fields(request: Request) -> Response:
-    return Response.json({"fields": request.fields()})
+    return Response.json({"fields": request.fields(FIELDS)})
+
+
+def show_page(request: Request) -> Response:
+    return Response.json({"page": True})
 
 
 def fail(request: Request) -> Response:
@@ -63,8 +71,9 @@ ROUTER = Router(
     [
         Route("GET", "/items/<item_id>", show_item),
         Route("DELETE", "/items/<item_id>", delete_item),
-        Route("POST", "/items", echo_fields),
-        Route("GET", "/echo", echo_fields),
+        Route("POST", "/items", echo_fields, params=FIELDS),
+        Route("GET", "/echo", echo_fields, params=FIELDS),
+        Route("GET", "/page", show_page, params=None),
         Route("GET", "/boom", fail),
         Route("GET", "/nan", not_a_number),
         Route("GET", "/busy", busy),
@@ -240,13 +249,35 @@ def test_a_blank_query_value_is_kept_as_an_empty_string():
     assert response.json() == {"fields": {"a": ""}}
 
 
-def test_the_first_of_repeated_query_values_wins():
-    environ = {"QUERY_STRING": "a=1&a=2"}
-    setup_testing_defaults(environ)
-    assert Request(environ).fields() == {"a": "1"}
+def problem_detail(response, status: int = 400) -> str:
+    assert response.status == status, response.body
+    assert response.headers["Content-Type"] == "application/problem+json"
+    return response.json()["detail"]
 
 
-def test_fields_come_from_a_form_body_overlaying_the_query():
+def test_a_repeated_query_argument_is_refused_naming_it():
+    response = call(app, "GET", "/echo", query=[("a", "1"), ("a", "5")])
+    assert "'a' is given 2 times ('1', '5')" in problem_detail(response)
+
+
+def test_a_query_argument_the_route_does_not_take_is_refused_naming_it():
+    response = call(app, "GET", "/echo", query={"a": "1", "colour": "red"})
+    assert "'colour' is not an argument of GET /echo; it takes a, b, operation" in problem_detail(
+        response
+    )
+
+
+def test_a_route_without_arguments_refuses_any():
+    response = call(app, "GET", "/boom", query={"x": "1"})
+    assert "it takes no arguments" in problem_detail(response)
+
+
+def test_a_page_lets_any_query_string_through():
+    response = call(app, "GET", "/page", query={"utm_source": "mail"})
+    assert response.status == 200
+
+
+def test_a_field_both_in_the_query_and_in_the_body_is_refused():
     response = call(
         app,
         "POST",
@@ -255,7 +286,43 @@ def test_fields_come_from_a_form_body_overlaying_the_query():
         body=b"a=7&b=8",
         content_type="application/x-www-form-urlencoded",
     )
+    assert "'a' is given twice, in the query string and in the body" in problem_detail(response)
+
+
+def test_a_form_field_given_twice_is_refused():
+    response = call(
+        app, "POST", "/items", body=b"a=7&a=8", content_type="application/x-www-form-urlencoded"
+    )
+    assert "'a' is given 2 times in the body" in problem_detail(response)
+
+
+def test_a_json_key_given_twice_is_refused():
+    body = b'{"a": 1, "b": 2, "a": 3}'
+    response = call(app, "POST", "/items", body=body, content_type="application/json")
+    assert "the JSON body has the key 'a' twice" in problem_detail(response)
+
+
+def test_a_body_field_the_route_does_not_take_is_refused():
+    body = b'{"a": 1, "b": 2, "c": 3}'
+    response = call(app, "POST", "/items", body=body, content_type="application/json")
+    assert "the body has 'c', which POST /items does not take" in problem_detail(response)
+
+
+def test_fields_come_from_the_query_and_a_form_body_together():
+    response = call(
+        app,
+        "POST",
+        "/items",
+        query={"operation": "add"},
+        body=b"a=7&b=8",
+        content_type="application/x-www-form-urlencoded",
+    )
     assert response.json() == {"fields": {"a": "7", "b": "8", "operation": "add"}}
+
+
+def test_every_json_answer_ends_with_a_newline():
+    assert call(app, "GET", "/items/1").body.endswith(b"}\n")
+    assert call(app, "GET", "/gone/1").body.endswith(b"}\n")
 
 
 def test_fields_come_from_a_json_body_keeping_json_types():
@@ -371,4 +438,4 @@ def test_a_deeply_nested_json_body_is_a_400_not_a_crash():
     )
 
     with pytest.raises(BadRequest, match="nested too deeply"):
-        request.fields()
+        request.fields(FIELDS)
