@@ -355,6 +355,19 @@ def _recent_tasks(lab):
     return response
 
 
+@case("GET", "/tasks", 304, "nothing changed since the ETag sent back")
+def _recent_tasks_unchanged(lab):
+    lab.submit(1, 2)
+    first = lab.call("GET", "/tasks")
+    tag = first.headers["ETag"]
+    response = lab.call("GET", "/tasks", headers={"If-None-Match": tag})
+    assert response.body == b"" and response.headers["ETag"] == tag
+    lab.submit(3, 4)
+    changed = lab.call("GET", "/tasks", headers={"If-None-Match": tag})
+    assert changed.status == 200 and changed.headers["ETag"] != tag
+    return response
+
+
 @case("GET", "/tasks", 400, "a limit out of range")
 def _recent_tasks_bad_limit(lab):
     return lab.call("GET", "/tasks", query={"limit": "0"})
