@@ -1,53 +1,54 @@
-// chart.js — the live chart of the queue, drawn on a <canvas> with no library.
+// chart.js — two live charts drawn on <canvas> with no library.
 //
-// Two things, over the last two minutes:
-//   bars  tasks finished per second, stacked by the node whose worker
-//         finished them: three colours in one bar = three nodes sharing work;
-//   line  tasks waiting in the queue (`pending` from GET /cluster).
+//   bars   tasks finished per second, stacked by node: three colours, each
+//          with its own fill pattern, in one bar = three nodes sharing work;
+//   queue  tasks waiting in the queue, on a chart (and an axis) of its own,
+//          so a burst of 100 waiting tasks does not flatten the bars.
 //
-// Where the numbers come from:
-//   - every finished task in GET /tasks has `finished_at` (server clock,
-//     seconds since 1970) and `handled_by` (the worker, "node-2/w1"). We keep
-//     each task id once, so polling the same task twice never counts twice.
-//     /tasks returns at most the 200 newest tasks: beyond ~200 tasks per
-//     poll the bars undercount (the Prometheus counters at /metrics do not).
-//   - every GET /cluster gives the queue depth at that moment.
-// All times are on the server's clock; app.js converts the browser's clock.
+// Where the numbers come from: every GET /cluster answer (about once a
+// second) gives each worker's `tasks_done` counter and the queue depth. The
+// bars are the differences between two answers, per node, so they cost
+// nothing however many tasks are stored, and count every task (a counter
+// that went down means its worker restarted: its new count is all new work).
+// Times are the server's clock (`time` of each answer).
 
-import { nodeOf, styleOf } from "./nodes.js";
+import { patternOf, styleOf } from "./nodes.js";
 
-/** How far back the chart looks, seconds. */
+/** How far back the charts look, seconds. */
 export const WINDOW_SECONDS = 120;
 
-/** What the chart remembers between polls. */
+/** What the charts remember between polls. */
 export class History {
   constructor(windowSeconds = WINDOW_SECONDS) {
     this.windowSeconds = windowSeconds;
-    this.finished = new Map(); // task id → {at: seconds, node: "node-2" | null}
+    this.doneByWorker = new Map(); // worker id → tasks_done at the last answer
+    this.finished = []; // [{at: seconds, node, count}], oldest first
     this.depth = []; // [{at: seconds, waiting: count}], oldest first
   }
 
-  /** Remember the finished tasks of one GET /tasks answer. */
-  recordTasks(tasks) {
-    for (const task of tasks) {
-      if (task.finished_at && !this.finished.has(task.task_id)) {
-        const node = task.handled_by ? nodeOf(task.handled_by) : null;
-        this.finished.set(task.task_id, { at: task.finished_at, node });
+  /** Remember one GET /cluster answer: new work per node, and the queue depth. */
+  recordCluster(at, nodes, queue) {
+    for (const node of nodes) {
+      for (const worker of node.workers) {
+        const now = Number(worker.tasks_done || 0);
+        const before = this.doneByWorker.get(worker.worker);
+        this.doneByWorker.set(worker.worker, now);
+        if (before === undefined) {
+          continue; // first sight: its past work happened before this page opened
+        }
+        const count = now >= before ? now - before : now;
+        if (count > 0) {
+          this.finished.push({ at, node: node.node, count });
+        }
       }
     }
+    this.depth.push({ at, waiting: Number(queue.pending) });
   }
 
-  /** Remember the queue depth reported by one GET /cluster answer. */
-  recordQueue(at, queue) {
-    this.depth.push({ at, waiting: queue.pending });
-  }
-
-  /** Forget what has scrolled off the left edge of the chart. */
+  /** Forget what has scrolled off the left edge of the charts. */
   forgetBefore(oldest) {
-    for (const [taskId, entry] of this.finished) {
-      if (entry.at < oldest) {
-        this.finished.delete(taskId);
-      }
+    while (this.finished.length > 0 && this.finished[0].at < oldest) {
+      this.finished.shift();
     }
     while (this.depth.length > 1 && this.depth[1].at < oldest) {
       this.depth.shift();
@@ -62,31 +63,48 @@ export class History {
     for (let second = first; second <= last; second += 1) {
       buckets.push({ second, byNode: new Map(), total: 0 });
     }
-    for (const { at, node } of this.finished.values()) {
+    for (const { at, node, count } of this.finished) {
       const bucket = buckets[Math.floor(at) - first];
       if (bucket) {
-        bucket.byNode.set(node, (bucket.byNode.get(node) || 0) + 1);
-        bucket.total += 1;
+        bucket.byNode.set(node, (bucket.byNode.get(node) || 0) + count);
+        bucket.total += count;
       }
     }
     return buckets;
   }
 
+  /** Tasks finished per node within the window: Map(node → count). */
+  totalsByNode(now) {
+    const totals = new Map();
+    for (const { at, node, count } of this.finished) {
+      if (at > now - this.windowSeconds) {
+        totals.set(node, (totals.get(node) || 0) + count);
+      }
+    }
+    return totals;
+  }
+
   /** Average tasks finished per second over the last `seconds`. */
   throughput(now, seconds = 5) {
     let count = 0;
-    for (const { at } of this.finished.values()) {
-      if (at > now - seconds && at <= now) {
-        count += 1;
+    for (const entry of this.finished) {
+      if (entry.at > now - seconds && entry.at <= now) {
+        count += entry.count;
       }
     }
     return count / seconds;
+  }
+
+  /** The latest queue depth and the highest within the window. */
+  waiting() {
+    const values = this.depth.map((point) => point.waiting);
+    return { now: values.length ? values[values.length - 1] : 0, peak: Math.max(0, ...values) };
   }
 }
 
 // --- drawing ---------------------------------------------------------------
 
-/** Colours of the chart itself, read once from app.css (one source of truth). */
+/** Colours of the charts themselves, read from app.css (one source of truth). */
 function chartColours(canvas) {
   const style = getComputedStyle(canvas);
   const read = (name, fallback) => style.getPropertyValue(name).trim() || fallback;
@@ -94,7 +112,7 @@ function chartColours(canvas) {
     grid: read("--chart-grid", "#2a323d"),
     label: read("--chart-label", "#9aa7b4"),
     line: read("--chart-line", "#f4f4f4"),
-    unknown: read("--chart-unknown", "#8b949e"),
+    ink: read("--bg", "#0d1117"),
   };
 }
 
@@ -124,6 +142,14 @@ function niceCeiling(value) {
   return 10 * power;
 }
 
+/** The plot area of a canvas and its two scales. */
+function plotArea(width, height, now, windowSeconds, top, { timeAxis = true } = {}) {
+  const plot = { left: 36, right: width - 6, top: 8, bottom: height - (timeAxis ? 22 : 6), now, windowSeconds };
+  plot.x = (t) => plot.left + ((t - (now - windowSeconds)) / windowSeconds) * (plot.right - plot.left);
+  plot.y = (value) => plot.bottom - (value / top) * (plot.bottom - plot.top);
+  return plot;
+}
+
 /** Horizontal grid lines with their values on the left (0, half, top). */
 function drawGrid(context, plot, top, colours) {
   context.font = "11px system-ui, 'Liberation Sans', 'DejaVu Sans', sans-serif";
@@ -143,12 +169,13 @@ function drawGrid(context, plot, top, colours) {
 }
 
 /** Time labels under the plot: "−2 min", "−1 min", "now". */
-function drawTimeAxis(context, plot, windowSeconds, colours) {
+function drawTimeAxis(context, plot, colours) {
   context.fillStyle = colours.label;
   context.textBaseline = "top";
+  const minutes = plot.windowSeconds / 60;
   const ticks = [
-    { secondsAgo: windowSeconds, align: "left", label: `−${windowSeconds / 60} min` },
-    { secondsAgo: windowSeconds / 2, align: "center", label: `−${windowSeconds / 120} min` },
+    { secondsAgo: plot.windowSeconds, align: "left", label: `−${minutes} min` },
+    { secondsAgo: plot.windowSeconds / 2, align: "center", label: `−${minutes / 2} min` },
     { secondsAgo: 0, align: "right", label: "now" },
   ];
   for (const { secondsAgo, align, label } of ticks) {
@@ -157,8 +184,55 @@ function drawTimeAxis(context, plot, windowSeconds, colours) {
   }
 }
 
+/**
+ * A node's fill: its colour, overlaid with its pattern (none, stripes,
+ * dots, ...) in the page's background colour, so the nodes differ by more
+ * than colour. Also used for the legend's swatches.
+ */
+export function nodeFill(context, node, ink = "#0d1117") {
+  const tile = document.createElement("canvas");
+  tile.width = 8;
+  tile.height = 8;
+  const paint = tile.getContext("2d");
+  paint.fillStyle = styleOf(node).colour;
+  paint.fillRect(0, 0, 8, 8);
+  paint.fillStyle = ink;
+  paint.strokeStyle = ink;
+  paint.lineWidth = 1.5;
+  PATTERNS[patternOf(node)](paint);
+  return context.createPattern(tile, "repeat");
+}
+
+/** How each pattern is drawn on an 8 × 8 tile. */
+const PATTERNS = {
+  solid: () => {},
+  stripes: (paint) => {
+    paint.beginPath();
+    paint.moveTo(-1, 9);
+    paint.lineTo(9, -1);
+    paint.moveTo(-1, 1);
+    paint.lineTo(1, -1);
+    paint.moveTo(7, 9);
+    paint.lineTo(9, 7);
+    paint.stroke();
+  },
+  dots: (paint) => paint.fillRect(3, 3, 2.5, 2.5),
+  bars: (paint) => paint.fillRect(0, 3, 8, 2),
+  columns: (paint) => paint.fillRect(3, 0, 2, 8),
+  checks: (paint) => {
+    paint.fillRect(0, 0, 4, 4);
+    paint.fillRect(4, 4, 4, 4);
+  },
+  rings: (paint) => {
+    paint.beginPath();
+    paint.arc(4, 4, 2, 0, 2 * Math.PI);
+    paint.stroke();
+  },
+};
+
 /** One stacked bar per second, a segment per node, bottom to top in node order. */
 function drawBars(context, plot, buckets, colours) {
+  const fills = new Map();
   for (const bucket of buckets) {
     const left = Math.max(plot.left, plot.x(bucket.second));
     const right = Math.min(plot.right, plot.x(bucket.second + 1));
@@ -167,9 +241,12 @@ function drawBars(context, plot, buckets, colours) {
       continue;
     }
     let stacked = 0;
-    for (const node of [...bucket.byNode.keys()].sort(byNodeOrder)) {
+    for (const node of [...bucket.byNode.keys()].sort(byName)) {
+      if (!fills.has(node)) {
+        fills.set(node, nodeFill(context, node, colours.ink));
+      }
       const count = bucket.byNode.get(node);
-      context.fillStyle = node ? styleOf(node).colour : colours.unknown;
+      context.fillStyle = fills.get(node);
       const yTop = plot.y(stacked + count);
       context.fillRect(left, yTop, width, plot.y(stacked) - yTop);
       stacked += count;
@@ -177,13 +254,8 @@ function drawBars(context, plot, buckets, colours) {
   }
 }
 
-/** Nodes in name order (node-1 at the bottom of every bar), unknown last. */
-function byNodeOrder(a, b) {
-  if (a === null || b === null) {
-    return a === null ? 1 : -1;
-  }
-  return a.localeCompare(b, undefined, { numeric: true });
-}
+/** Nodes in name order (node-1 at the bottom of every bar). */
+const byName = (a, b) => a.localeCompare(b, undefined, { numeric: true });
 
 /** The queue depth as a stepped line with a light fill under it. */
 function drawDepthLine(context, plot, depth, colours) {
@@ -207,36 +279,37 @@ function drawDepthLine(context, plot, depth, colours) {
   context.lineTo(plot.right, previousY);
   context.strokeStyle = colours.line;
   context.lineWidth = 2;
-  context.setLineDash([6, 3]); // dashed: told apart from the bars by more than colour
   context.stroke();
-  context.setLineDash([]);
 }
 
 /**
- * Draw the whole chart for the server time `now` (seconds).
- * Returns {throughput, waiting} so the caller can print the numbers too.
+ * Draw both charts for the server time `now` (seconds).
+ * Returns {throughput, waiting, peak, totals} so the caller can print the
+ * numbers and write the charts' text alternatives.
  */
-export function drawChart(canvas, history, now) {
-  const { context, width, height } = prepare(canvas);
-  const colours = chartColours(canvas);
+export function drawCharts(barsCanvas, queueCanvas, history, now) {
   history.forgetBefore(now - history.windowSeconds - 5);
   const buckets = history.perSecond(now);
-  const waiting = history.depth.length ? history.depth[history.depth.length - 1].waiting : 0;
-  const highest = Math.max(4, ...buckets.map((b) => b.total), ...history.depth.map((d) => d.waiting));
-  const top = niceCeiling(highest);
-  const plot = {
-    left: 36,
-    right: width - 6,
-    top: 8,
-    bottom: height - 22,
-    now,
-    windowSeconds: history.windowSeconds,
+  const colours = chartColours(barsCanvas);
+
+  const bars = prepare(barsCanvas);
+  const barsTop = niceCeiling(Math.max(4, ...buckets.map((b) => b.total)));
+  const barsPlot = plotArea(bars.width, bars.height, now, history.windowSeconds, barsTop);
+  drawGrid(bars.context, barsPlot, barsTop, colours);
+  drawTimeAxis(bars.context, barsPlot, colours);
+  drawBars(bars.context, barsPlot, buckets, colours);
+
+  const waiting = history.waiting();
+  const queue = prepare(queueCanvas);
+  const queueTop = niceCeiling(Math.max(4, waiting.peak));
+  const queuePlot = plotArea(queue.width, queue.height, now, history.windowSeconds, queueTop, { timeAxis: false });
+  drawGrid(queue.context, queuePlot, queueTop, colours);
+  drawDepthLine(queue.context, queuePlot, history.depth, colours);
+
+  return {
+    throughput: history.throughput(now),
+    waiting: waiting.now,
+    peak: waiting.peak,
+    totals: history.totalsByNode(now),
   };
-  plot.x = (t) => plot.left + ((t - (now - plot.windowSeconds)) / plot.windowSeconds) * (plot.right - plot.left);
-  plot.y = (value) => plot.bottom - (value / top) * (plot.bottom - plot.top);
-  drawGrid(context, plot, top, colours);
-  drawTimeAxis(context, plot, history.windowSeconds, colours);
-  drawBars(context, plot, buckets, colours);
-  drawDepthLine(context, plot, history.depth, colours);
-  return { throughput: history.throughput(now), waiting };
 }

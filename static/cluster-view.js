@@ -68,10 +68,10 @@ function shareBar(node, total) {
 /** The "up" / "down" badge of a node (a word, not only a colour). */
 function stateBadge(node) {
   if (node.alive) {
-    return el("span", { class: "node-state is-up" }, "up");
+    return el("span", { class: "node-state is-up", "data-state": "up" }, "up");
   }
   const silent = formatSeconds(freshestHeartbeat(node));
-  return el("span", { class: "node-state is-down", title: `no heartbeat for ${silent}` }, "down");
+  return el("span", { class: "node-state is-down", "data-state": "down", title: `no heartbeat for ${silent}` }, "down");
 }
 
 /** One node's card: name and shape in its colour, up/down, share, workers. */

@@ -8,12 +8,16 @@
 //   4. Sync vs async  the central lesson: N blocking calls one after another
 //                     against N queued tasks worked on in parallel.
 //
-// Each experiment shows its own result and every error as the API's own
-// words (the `detail` of its problem document).
+// Each experiment shows its own result. A mistake in the input is shown in
+// the API's own words (the `detail` of its problem document); trouble that
+// is not the person's fault (a rate limit, Valkey away) in a short sentence
+// about what happened to what they did (messages.js). Screen readers hear
+// milestones only (sent, done), never every poll.
 
 import { addNow, isFinished, submitTask, taskStatus } from "./api.js";
-import { byId, el, formatSeconds, pause, readCount, shortId } from "./dom.js";
+import { announce, byId, el, formatSeconds, pause, readCount, shortId } from "./dom.js";
 import { describeOperation, statusBadge } from "./feed.js";
+import { explain, kindOf } from "./messages.js";
 import { chip, shapeIcon, styleOf } from "./nodes.js";
 
 /** How often a waiting client asks for a task's status, milliseconds. */
@@ -21,12 +25,15 @@ const STATUS_POLL_MS = 150;
 
 // --- shared helpers ---------------------------------------------------------
 
-/** Replace `target`'s content with a readable error message. */
-function showError(target, error) {
+/** Replace `target`'s content with a short error message for `action`. */
+function showError(target, error, action) {
   target.replaceChildren(
-    el("p", { class: "error" }, el("strong", {}, "Error: "), error.message),
+    el("p", { class: "error" }, el("strong", {}, "Error: "), explain(error, action)),
   );
 }
+
+/** Tell the page that work was queued (it then polls the feed at once). */
+const workQueued = () => document.dispatchEvent(new Event("work"));
 
 /**
  * Run `job` with `button` marked busy; a second press meanwhile is ignored.
@@ -75,7 +82,7 @@ async function runSyncAdd(a, b) {
     );
   } catch (error) {
     // A 400 for a bad operand, or 502 when no node answered: say it plainly.
-    showError(out, error);
+    showError(out, error, "Adding");
   }
 }
 
@@ -157,6 +164,7 @@ async function runOneTask(a, b, operation) {
   out.replaceChildren(el("p", { class: "working" }, "POST /task…"));
   try {
     const accepted = await submitTask(a, b, operation);
+    workQueued();
     let task = { ...accepted, a, b, status: "pending", handled_by: null, created_at: null };
     const checkers = [];
     renderSteps(out, task, checkers);
@@ -166,18 +174,28 @@ async function runOneTask(a, b, operation) {
       checkers.push(task.checked_by);
       renderSteps(out, task, checkers);
     }
+    announce(`Task ${shortId(task.task_id)} ${task.status}: ${endingAbout(task).join("")}`);
   } catch (error) {
     // Invalid input (400), unknown task (404) or no node (502): show why.
-    showError(out, error);
+    showError(out, error, "Queueing the task");
   }
 }
 
 // --- 3. Burst ---------------------------------------------------------------
 
-// The burst in progress: its task ids in order, and the last state seen of each.
-const burst = { ids: [], tasks: new Map(), sentSeconds: 0, failures: [] };
+// The burst in progress: one entry per request sent, in order, with what
+// became of it; the last state seen of each accepted task; the summary.
+const burst = {
+  requests: [], // [{taskId} | {refused: ApiError} | {failed: ApiError}]
+  tasks: new Map(), // task id → last state seen
+  sentSeconds: 0,
+  announcedDone: false,
+};
 
-/** One cell per task: empty while waiting, the worker's colour once done. */
+/** The ids of the burst's accepted tasks, in order. */
+const acceptedIds = () => burst.requests.filter((r) => r.taskId).map((r) => r.taskId);
+
+/** One cell per task: outlined while waiting, filled in the worker's colour once done. */
 function burstCell(taskId, task) {
   const status = task ? task.status : "pending";
   const worker = task?.handled_by;
@@ -191,33 +209,92 @@ function burstCell(taskId, task) {
   );
 }
 
-/** Redraw the burst cells and the two tallies (accepted by, handled by). */
+/** A crossed-out cell for a request that never became a task. */
+function refusedCell(error, index) {
+  const label = `request ${index + 1} ${error.status === 429 ? "refused (HTTP 429)" : `failed (${kindOf(error)})`}`;
+  return el("li", { class: "cell", "data-status": "refused", title: label },
+    el("span", { class: "visually-hidden" }, label));
+}
+
+/** "1 s", or "" when no refusal said how long to wait. */
+function longestRetryAfter(errors) {
+  const seconds = errors.map((error) => error.retryAfter).filter((value) => value !== null);
+  return seconds.length ? Math.max(...seconds) : null;
+}
+
+/** One summary line per kind of outcome: sent, accepted, refused, failed, finished. */
+function summaryLines(tasks, finished) {
+  const sent = burst.requests.length;
+  const accepted = burst.requests.filter((r) => r.taskId);
+  const refused = burst.requests.filter((r) => r.refused).map((r) => r.refused);
+  const failed = burst.requests.filter((r) => r.failed).map((r) => r.failed);
+  const lines = [el("p", { "data-line": "sent" }, `${sent} sent in ${formatSeconds(burst.sentSeconds)}`)];
+  lines.push(el("p", { "data-line": "accepted" }, `${accepted.length} accepted`,
+    accepted.length ? " by " : "", ...tally(tasks.filter(Boolean).map((task) => task.accepted_by).filter(Boolean))));
+  if (refused.length) {
+    const wait = longestRetryAfter(refused);
+    const advice = wait === null ? "" : `; the nodes ask to wait ${wait} s before sending more`;
+    lines.push(el("p", { class: "error", "data-line": "refused" },
+      `${refused.length} refused: too many requests (HTTP 429), over the rate limit${advice}`));
+  }
+  const byCause = new Map();
+  for (const error of failed) {
+    const cause = explain(error, "Sending");
+    byCause.set(cause, (byCause.get(cause) || 0) + 1);
+  }
+  for (const [cause, count] of byCause) {
+    lines.push(el("p", { class: "error", "data-line": "failed" }, `${count} failed · ${cause}`));
+  }
+  if (accepted.length) {
+    lines.push(el("p", { "data-line": "finished" }, `${finished.length} / ${accepted.length} finished`,
+      finished.length ? " · handled by " : "", ...tally(finished.map((task) => task.handled_by).filter(Boolean))));
+  }
+  return lines;
+}
+
+/** Redraw the burst cells and its summary, one line per kind of outcome. */
 function renderBurst() {
-  const tasks = burst.ids.map((id) => burst.tasks.get(id));
-  byId("burst-grid").replaceChildren(...burst.ids.map((id, i) => burstCell(id, tasks[i])));
+  const ids = acceptedIds();
+  const tasks = ids.map((id) => burst.tasks.get(id));
+  const cells = burst.requests.map((request, index) =>
+    (request.taskId ? burstCell(request.taskId, burst.tasks.get(request.taskId)) : refusedCell(request.refused || request.failed, index)));
+  byId("burst-grid").replaceChildren(...cells);
   const finished = tasks.filter((task) => task && isFinished(task));
-  const lines = [
-    el("p", {}, `${burst.ids.length} sent in ${formatSeconds(burst.sentSeconds)} · accepted by `,
-      ...tally(burst.ids.map((id) => burst.tasks.get(id)?.accepted_by).filter(Boolean))),
-    el("p", {}, `${finished.length} / ${burst.ids.length} finished`,
-      finished.length ? " · handled by " : "", ...tally(finished.map((task) => task.handled_by).filter(Boolean))),
-  ];
-  if (finished.length === burst.ids.length && finished.length > 0) {
+  const lines = summaryLines(tasks, finished);
+  if (finished.length === ids.length && finished.length > 0) {
     const first = Math.min(...finished.map((task) => task.created_at));
     const last = Math.max(...finished.map((task) => task.finished_at));
-    lines.push(el("p", { class: "detail" }, `all done ${formatSeconds(last - first)} after the first was queued`));
-  }
-  for (const message of burst.failures) {
-    lines.push(el("p", { class: "error" }, el("strong", {}, "Error: "), message));
+    const took = formatSeconds(last - first);
+    lines.push(el("p", { class: "detail", "data-line": "done" }, `all done ${took} after the first was queued`));
+    if (!burst.announcedDone) {
+      burst.announcedDone = true;
+      announce(`Burst done: ${ids.length} tasks finished ${took} after the first was queued.`);
+    }
   }
   byId("burst-summary").replaceChildren(...lines);
 }
 
+/** Say once, briefly, what became of the burst's requests. */
+function announceSent() {
+  const accepted = acceptedIds().length;
+  const refused = burst.requests.filter((r) => r.refused).length;
+  const failed = burst.requests.filter((r) => r.failed).length;
+  const parts = [`${accepted} accepted`];
+  if (refused) {
+    parts.push(`${refused} refused by the rate limit`);
+  }
+  if (failed) {
+    parts.push(`${failed} failed`);
+  }
+  announce(`Burst of ${burst.requests.length} sent: ${parts.join(", ")}.`);
+}
+
 /** Send `count` tasks at once; their progress arrives with the feed's polls. */
 async function runBurst(count) {
-  burst.ids = [];
+  burst.requests = [];
   burst.tasks = new Map();
-  burst.failures = [];
+  burst.announcedDone = false;
+  byId("burst-grid").replaceChildren();
   byId("burst-summary").replaceChildren(el("p", { class: "working" }, `sending ${count} tasks…`));
   const started = performance.now();
   const sends = Array.from({ length: count }, (_, i) => submitTask(i + 1, count, "add"));
@@ -225,23 +302,30 @@ async function runBurst(count) {
   burst.sentSeconds = secondsSince(started);
   for (const result of results) {
     if (result.status === "fulfilled") {
-      burst.ids.push(result.value.task_id);
+      burst.requests.push({ taskId: result.value.task_id });
       burst.tasks.set(result.value.task_id, { ...result.value, handled_by: null });
+    } else if (result.reason.status === 429) {
+      burst.requests.push({ refused: result.reason });
     } else {
-      burst.failures.push(result.reason.message);
+      burst.requests.push({ failed: result.reason });
     }
   }
   renderBurst();
+  announceSent();
+  workQueued();
 }
 
-/** True while some task of the last burst is not finished yet. */
+/** True while some accepted task of the last burst is not finished yet. */
 export function burstInFlight() {
-  return burst.ids.some((id) => !isFinished(burst.tasks.get(id)));
+  return acceptedIds().some((id) => !isFinished(burst.tasks.get(id)));
 }
+
+/** How many tasks the last burst queued (the feed asks for that many more). */
+export const burstSize = () => (burstInFlight() ? acceptedIds().length : 0);
 
 /** Called with every GET /tasks answer: update the cells of the burst. */
 export function updateBurst(tasks) {
-  if (burst.ids.length === 0) {
+  if (burst.requests.length === 0) {
     return;
   }
   let changed = false;
@@ -279,6 +363,7 @@ async function raceSync(count) {
 async function raceAsync(count) {
   const started = performance.now();
   const accepted = await Promise.all(Array.from({ length: count }, (_, i) => submitTask(i + 1, i + 1, "add")));
+  workQueued();
   let waiting = accepted.map((answer) => answer.task_id);
   while (waiting.length > 0) {
     renderLane("async", `${count - waiting.length} / ${count} done · ${formatSeconds(secondsSince(started))}`,
@@ -309,7 +394,7 @@ async function runRace(count) {
       : `${count} tasks: sync was faster this time (${formatSeconds(syncSeconds)} vs ${formatSeconds(asyncSeconds)}): the work is too short to be worth queueing.`;
   } catch (error) {
     // One call failed (a node down, Valkey away): the race has no winner.
-    showError(verdict, error);
+    showError(verdict, error, "The race");
   }
 }
 

@@ -68,6 +68,15 @@ export function byId(id) {
   return node;
 }
 
+/**
+ * Say something to screen-reader users without moving their focus (the
+ * polite live region #announcer). Kept for milestones (a burst sent, a
+ * burst done, a node down), never for every poll.
+ */
+export function announce(message) {
+  byId("announcer").textContent = message;
+}
+
 /** "3f2a9c1e" from a 32-hex-digit task id: enough to tell tasks apart. */
 export const shortId = (taskId) => String(taskId).slice(0, 8);
 

@@ -3,8 +3,9 @@
 // Read one row from left to right and you follow a task through the system:
 // the node that *accepted* it (the producer nginx picked for the POST), the
 // worker that *handled* it (whichever consumer took it from the queue first)
-// and the node that *checked* it (the one nginx picked for this poll). The
-// three are usually different nodes: they share nothing but Valkey.
+// and the node that *checked* it (the one whose answer brought the row's
+// current state to this page). The three are usually different nodes: they
+// share nothing but Valkey.
 
 import { byId, el, formatSeconds, shortId } from "./dom.js";
 import { chip } from "./nodes.js";
@@ -73,8 +74,8 @@ function countByStatus(tasks) {
 
 /**
  * Redraw the feed with `tasks` (newest first) at server time `now`.
- * The summary line is an aria-live region: it changes only when the
- * counts change, so a screen reader is not flooded every second.
+ * The summary line is not a live region (it would speak at every poll of
+ * a burst); app.js and controls.js announce the milestones instead.
  */
 export function renderFeed(tasks, now) {
   const rows = tasks.map((task) => taskRow(task, now));

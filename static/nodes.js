@@ -28,6 +28,10 @@ const SHAPES = {
 };
 const SHAPE_NAMES = Object.keys(SHAPES);
 
+// Fill patterns of the chart's bars (drawn by chart.js): seven, one per
+// colour, so a node's bars differ from the others' by more than colour.
+const PATTERN_NAMES = ["solid", "stripes", "dots", "bars", "checks", "columns", "rings"];
+
 /** The corners of a five-pointed star centred on (cx, cy), as SVG points. */
 function starPoints(cx, cy, outer, inner) {
   const points = [];
@@ -55,7 +59,10 @@ export function learnNodes(names) {
 /** The node part of a worker id: "node-2/w1" → "node-2". */
 export const nodeOf = (workerOrNode) => String(workerOrNode).split("/")[0];
 
-/** {colour, shape} of a node (or of the node a worker id belongs to). */
+/** The name of a node's fill pattern in the chart ("solid", "stripes"...). */
+export const patternOf = (workerOrNode) => styleOf(workerOrNode).pattern;
+
+/** {colour, shape, pattern} of a node (or of the node a worker id belongs to). */
 export function styleOf(workerOrNode) {
   const node = nodeOf(workerOrNode);
   if (!order.has(node)) {
@@ -65,6 +72,7 @@ export function styleOf(workerOrNode) {
   return {
     colour: PALETTE[index % PALETTE.length],
     shape: SHAPE_NAMES[index % SHAPE_NAMES.length],
+    pattern: PATTERN_NAMES[index % PATTERN_NAMES.length],
   };
 }
 
