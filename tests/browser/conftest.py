@@ -45,18 +45,7 @@ EXPECT_TIMEOUT_MS = 10_000
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory) -> Iterator[LocalCluster]:
     """Valkey + three nodes (one worker each) + nginx, on free local ports."""
-    cluster = LocalCluster(
-        gateway_port=free_port(),
-        nodes=3,
-        workers=1,
-        var_dir=tmp_path_factory.mktemp("cluster"),
-        node_env={
-            "WIZARD_WORK_SECONDS": "0.2",
-            "WIZARD_LEASE_SECONDS": "2",
-            "WIZARD_BLOCK_SECONDS": "0.2",
-        },
-    )
-    cluster.start()
+    cluster = start_cluster(tmp_path_factory)
     try:
         yield cluster
     finally:
@@ -81,12 +70,40 @@ def browser() -> Iterator[Browser]:
         playwright.stop()
 
 
-def open_dashboard(browser: Browser, cluster: LocalCluster, viewport: dict) -> Dashboard:
+#: The window of a small phone, CSS pixels.
+PHONE = {"width": 375, "height": 812}
+
+
+def start_cluster(tmp_path_factory, **extra_env: str) -> LocalCluster:
+    """Valkey + three nodes (one worker each) + nginx on free local ports,
+    started; ``extra_env`` adds settings to every node."""
+    cluster = LocalCluster(
+        gateway_port=free_port(),
+        nodes=3,
+        workers=1,
+        var_dir=tmp_path_factory.mktemp("cluster"),
+        node_env={
+            "WIZARD_WORK_SECONDS": "0.2",
+            "WIZARD_LEASE_SECONDS": "2",
+            "WIZARD_BLOCK_SECONDS": "0.2",
+            **extra_env,
+        },
+    )
+    cluster.start()
+    return cluster
+
+
+def open_dashboard(
+    browser: Browser, cluster: LocalCluster, viewport: dict, init_script: str = ""
+) -> Dashboard:
     """A new browser context (no shared cache or cookies) showing the
     dashboard at ``viewport``, once it has drawn the three nodes. Console
-    errors and uncaught exceptions are collected from the first byte."""
+    errors and uncaught exceptions are collected from the first byte.
+    ``init_script`` runs in the page before any of its own scripts."""
     context = browser.new_context(viewport=viewport)
     context.set_default_timeout(EXPECT_TIMEOUT_MS)
+    if init_script:
+        context.add_init_script(init_script)
     page: Page = context.new_page()
     dashboard = Dashboard(page)
     page.goto(cluster.url + "/")
@@ -107,7 +124,7 @@ def dashboard(browser, cluster) -> Iterator[Dashboard]:
 @pytest.fixture
 def phone(browser, cluster) -> Iterator[Dashboard]:
     """The dashboard on a 375 px wide window (a small phone)."""
-    opened = open_dashboard(browser, cluster, {"width": 375, "height": 812})
+    opened = open_dashboard(browser, cluster, PHONE)
     try:
         yield opened
     finally:

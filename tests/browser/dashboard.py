@@ -29,6 +29,13 @@ FEED_COLUMN = """([ids, field]) => ids.map(id => document.querySelector(
     `#feed-rows tr[data-task-id="${id}"] td[data-field="${field}"]`).textContent.trim())"""
 
 
+#: True when the element's box lies within the window (scrolled as it is).
+IN_VIEW = """selector => {
+    const box = document.querySelector(selector).getBoundingClientRect();
+    return box.height > 0 && box.top >= 0 && box.bottom <= window.innerHeight;
+}"""
+
+
 class Dashboard:
     """One open dashboard page; collects console errors and uncaught
     exceptions from the moment it is created (``errors``: list of str)."""
@@ -91,13 +98,21 @@ class Dashboard:
                 return self.page.locator(f"#{element_id}")
         raise AssertionError(f"#{element_id} never got the focus in {most_presses} presses of Tab")
 
-    def send_burst(self, count: int) -> list[str]:
-        """Send a burst of ``count`` tasks; returns their ids once all were accepted."""
+    def send_burst(self, count: int, accepted: int | None = None) -> list[str]:
+        """Send a burst of ``count`` tasks; returns the ids of the accepted
+        ones once all requests have an answer (all ``count`` unless told)."""
         self.page.fill("#burst-count", str(count))
         self.page.click("#burst-button")
+        expect(self.page.locator("#burst-grid li")).to_have_count(count)
         cells = self.page.locator("#burst-grid li[data-task-id]")
-        expect(cells).to_have_count(count)
+        if accepted is None:
+            expect(cells).to_have_count(count)
         return cells.evaluate_all("cells => cells.map(cell => cell.dataset.taskId)")
+
+    def burst_line(self, kind: str) -> Locator:
+        """The burst summary's line for ``kind``: sent, accepted, refused,
+        failed, finished or done."""
+        return self.page.locator(f'#burst-summary [data-line="{kind}"]')
 
     def count_burst_cells(self, status: str) -> int:
         """How many cells of the burst show ``status``."""
@@ -124,6 +139,10 @@ class Dashboard:
         return self.page.evaluate(FEED_COLUMN, [task_ids, field])
 
     # --- the page as a whole ----------------------------------------------
+
+    def in_view(self, selector: str) -> bool:
+        """True if the element is wholly inside the window as it is scrolled now."""
+        return self.page.evaluate(IN_VIEW, selector)
 
     def scroll_width(self) -> int:
         """The page's full width in CSS pixels (more than the window = sideways scroll)."""
