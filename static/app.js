@@ -225,16 +225,23 @@ function showConnection() {
     state.failingSince ??= Date.now();
     const since = new Date(state.failingSince).toLocaleTimeString();
     const causes = [...new Set(state.failing.values())].join("; ");
-    banner.textContent = `Not refreshing since ${since}: ${causes}. Showing the last answer; retrying every second.`;
+    const text = `Not refreshing since ${since}: ${causes}. Showing the last answer; retrying every second.`;
+    if (banner.textContent !== text) {
+      banner.textContent = text; // an alert: speak only on change
+    }
     banner.hidden = false;
     status.dataset.state = "failing";
-    status.textContent = "not refreshing";
+    if (status.textContent !== "not refreshing") {
+      status.textContent = "not refreshing";
+    }
     return;
   }
   state.failingSince = null;
   banner.hidden = true;
   status.dataset.state = "live";
-  status.textContent = "live";
+  if (status.textContent !== "live") {
+    status.textContent = "live"; // a status region: speak only on change
+  }
 }
 
 // --- polling loops --------------------------------------------------------------

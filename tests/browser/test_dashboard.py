@@ -12,10 +12,14 @@ import os
 import re
 import signal
 import struct
+import time
 from pathlib import Path
 
+import pytest
+from axe_playwright_python.sync_playwright import Axe
 from playwright.sync_api import expect
 
+from tests.browser.conftest import DESKTOP, PHONE, open_dashboard
 from wizard.cluster import ROOT
 
 #: A total time as the race prints it: "1.23 s", "12.3 s" or "2 min 5 s".
@@ -148,3 +152,167 @@ def test_every_submit_carries_its_own_idempotency_key(dashboard):
 
     assert all(re.fullmatch(r"[0-9a-f]{32}", key) for key in keys), keys
     assert keys[0] != keys[1]
+
+
+# --- numbers, layout, traffic, accessibility ------------------------------------
+
+#: Sums the layout shifts not caused by input (the browser's own measure,
+#: the Layout Instability API) into window.layoutShift.
+MEASURE_LAYOUT_SHIFT = """
+window.layoutShift = 0;
+new PerformanceObserver((list) => {
+    for (const entry of list.getEntries()) {
+        if (!entry.hadRecentInput) { window.layoutShift += entry.value; }
+    }
+}).observe({ type: "layout-shift", buffered: true });
+"""
+
+#: Counts every change of text in the page's live regions into window.spoken.
+COUNT_ANNOUNCEMENTS = """
+window.spoken = [];
+document.addEventListener("DOMContentLoaded", () => {
+    const live = document.querySelectorAll(
+        '[aria-live]:not([aria-live="off"]), [role="status"], [role="alert"]');
+    const observer = new MutationObserver((records) => {
+        for (const record of records) {
+            const target = record.target;
+            const region = target.nodeType === 1 ? target : target.parentElement;
+            const owner = region.closest('[aria-live], [role="status"], [role="alert"]');
+            window.spoken.push(owner.id + ": " + owner.textContent.trim());
+        }
+    });
+    for (const region of live) {
+        observer.observe(region, { childList: true, subtree: true, characterData: true });
+    }
+});
+"""
+
+
+#: True when the chart's text names at least ``arg`` finished tasks in all.
+CHART_COUNTS_AT_LEAST = """least => [...document.getElementById("chart").getAttribute("aria-label")
+    .matchAll(/node-\\d+ (\\d+)/g)].reduce((sum, found) => sum + Number(found[1]), 0) >= least"""
+
+
+@pytest.mark.parametrize(
+    "a, b, product",
+    [
+        ("94906267", "94906267", "9007199515875289"),
+        ("999999999999999", "999999999999997", "999999999999996000000000000003"),
+    ],
+)
+def test_an_integer_result_of_any_size_is_shown_exactly(dashboard, a, b, product):
+    progress = dashboard.queue_one_task(a, b, "multiply")
+
+    expect(progress.locator(".step.is-done")).to_have_count(3)
+    expect(progress).to_contain_text(f"{a} × {b} = {product}")
+    task_id = progress.locator("code").first.text_content()
+    row = dashboard.page.locator(f'#feed-rows tr[data-task-id^="{task_id}"]')
+    expect(row.locator('td[data-field="operation"]')).to_contain_text(f"= {product}")
+
+
+def test_loading_on_a_phone_shifts_the_layout_by_at_most_0_05(browser, cluster):
+    phone = open_dashboard(browser, cluster, PHONE, init_script=MEASURE_LAYOUT_SHIFT)
+    try:
+        # Several rounds of polling: the cards, the answers strip and the feed are in.
+        phone.wait_for_answers(8)
+        expect(phone.page.locator("#feed-rows tr")).not_to_have_count(0)
+
+        shift = phone.page.evaluate("window.layoutShift")
+    finally:
+        phone.page.context.close()
+
+    assert shift <= 0.05
+
+
+def test_an_idle_page_moves_less_than_100_kb_a_minute(dashboard):
+    dashboard.send_burst(30)
+    expect(dashboard.burst_line("done")).to_be_visible(timeout=20_000)
+    received: list[int] = []
+    page = dashboard.page
+
+    def count(request):
+        sizes = request.sizes()
+        received.append(sizes["responseHeadersSize"] + sizes["responseBodySize"])
+
+    # Idle: GET /tasks comes every 5 s once nothing has moved for a while.
+    gaps = []
+    last = None
+    for _ in range(12):
+        with page.expect_request(re.compile(r"/tasks\?"), timeout=10_000):
+            pass
+        now = time.monotonic()
+        gaps.append(now - last if last else 0)
+        last = now
+        if gaps[-1] >= 4:
+            break
+    assert gaps[-1] >= 4, f"the page never went idle: gaps {gaps}"
+
+    page.on("requestfinished", count)
+    started = time.monotonic()
+    for _ in range(4):  # four idle rounds of GET /tasks, about 20 s
+        with page.expect_request(re.compile(r"/tasks\?"), timeout=10_000):
+            pass
+    seconds = time.monotonic() - started
+    page.remove_listener("requestfinished", count)
+
+    per_minute = sum(received) * 60 / seconds
+    assert seconds >= 15 and len(received) >= 15
+    assert per_minute < 100_000, f"{per_minute:.0f} bytes a minute ({len(received)} responses)"
+
+
+def test_a_burst_speaks_to_screen_readers_at_its_milestones_only(browser, cluster):
+    dashboard = open_dashboard(browser, cluster, DESKTOP, init_script=COUNT_ANNOUNCEMENTS)
+    try:
+        dashboard.page.evaluate("window.spoken = []")
+        task_ids = dashboard.send_burst(15)
+        dashboard.wait_until_feed_shows(task_ids, "complete")
+        expect(dashboard.burst_line("done")).to_be_visible()
+
+        spoken = dashboard.page.evaluate("window.spoken")
+    finally:
+        dashboard.page.context.close()
+
+    assert any("Burst of 15 sent" in line for line in spoken), spoken
+    assert any("Burst done" in line for line in spoken), spoken
+    assert len(spoken) <= 4, spoken
+
+
+def test_the_chart_tells_nodes_apart_in_words_and_patterns(dashboard):
+    task_ids = dashboard.send_burst(12)
+    dashboard.wait_until_feed_shows(task_ids, "complete")
+
+    chart = dashboard.page.locator("#chart")
+    # The workers' counters come with their heartbeats, up to a second later.
+    dashboard.page.wait_for_function(CHART_COUNTS_AT_LEAST, arg=12)
+    expect(chart).to_have_attribute("aria-label", re.compile(r"node-1 \d+ \(solid bars\)"))
+    expect(chart).to_have_attribute("aria-label", re.compile(r"node-2 \d+ \(stripes bars\)"))
+    expect(chart).to_have_attribute("aria-label", re.compile(r"node-3 \d+ \(dots bars\)"))
+    expect(dashboard.page.locator("#legend-nodes canvas.swatch")).to_have_count(3)
+    expect(dashboard.page.locator("#queue-chart")).to_have_attribute(
+        "aria-label", re.compile(r"waiting in the queue .*: \d+ now, at most \d+")
+    )
+
+
+def test_on_a_phone_the_controls_and_the_queue_they_fill_are_on_screen_together(phone):
+    phone.page.locator("#burst-button").scroll_into_view_if_needed()
+    phone.send_burst(10)
+
+    assert phone.in_view("#burst-button")
+    assert phone.in_view("#burst-grid")
+    assert phone.in_view("#mini-status")
+    expect(phone.page.locator("#mini-pending")).to_have_text(re.compile(r"^\d+$"))
+
+
+@pytest.mark.parametrize("size", [DESKTOP, PHONE], ids=["desktop", "phone"])
+def test_axe_finds_no_accessibility_violation(browser, cluster, size):
+    dashboard = open_dashboard(browser, cluster, size)
+    try:
+        task_ids = dashboard.send_burst(6)
+        dashboard.wait_until_feed_shows(task_ids, "complete")
+        expect(dashboard.queue_one_task("2", "3").locator(".step.is-done")).to_have_count(3)
+
+        results = Axe().run(dashboard.page)
+    finally:
+        dashboard.page.context.close()
+
+    assert results.violations_count == 0, results.generate_report()
