@@ -146,11 +146,16 @@ def threads_phase(cluster: LocalCluster, plan: Plan) -> list[dict]:
     start_nodes(cluster, [NODE])
     base_url = f"http://{HOST}:{cluster.node_ports[NODE]}"
     one_add(base_url)  # warm-up: the first request opens the Valkey pool
-    lines = []
-    for count in plan.concurrency:
-        seconds = statistics.median(at_once(base_url, count) for _ in range(plan.rounds))
-        lines.append({"at_once": count, "seconds_each": seconds})
-    return lines
+    # Rounds interleave the levels (1, 2, 4, 1, 2, 4...), so background load
+    # that comes and goes falls on every level alike; the median is kept.
+    samples: dict[int, list[float]] = {count: [] for count in plan.concurrency}
+    for _ in range(plan.rounds):
+        for count in plan.concurrency:
+            samples[count].append(at_once(base_url, count))
+    return [
+        {"at_once": count, "seconds_each": statistics.median(times), "samples": times}
+        for count, times in samples.items()
+    ]
 
 
 # --- report ------------------------------------------------------------------
@@ -189,7 +194,10 @@ def write_readme(record: dict) -> None:
             start,
             f"Measured by `benchmarks/gil.py` on {host['date']}: {host['nproc']} cores "
             f"({host['cpu']}), Python {host['python']}, `WIZARD_WORK_SECONDS="
-            f"{record['plan']['work_seconds']:g}`; load average at start {load}.",
+            f"{record['plan']['work_seconds']:g}`; load average at start {load}, at the end "
+            f"{', '.join(f'{x:.2f}' for x in record['machine']['load_average_at_end'])} "
+            "(a load above 2 means other programs shared the two cores, and the ratios drift "
+            "towards 1).",
             "",
             *figures(record),
             end,
