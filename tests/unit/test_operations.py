@@ -6,6 +6,7 @@ import time
 
 import pytest
 
+from wizard import operations
 from wizard.operations import (
     MAX_OPERAND_CHARS,
     InvalidOperand,
@@ -86,10 +87,26 @@ def test_an_unknown_operation_is_refused_by_compute():
         run("power", 2, 3)
 
 
-def test_compute_spends_the_simulated_work_time_before_answering():
-    started = time.perf_counter()
+def test_simulated_work_is_a_fixed_amount_of_cpu_work_not_a_deadline(monkeypatch):
+    # The same work_seconds is always the same number of steps, however
+    # long they take: on a busy core the work lasts longer, as real work does.
+    rate = operations.steps_per_cpu_second()  # calibrated before the spy below
+    steps = []
+    monkeypatch.setattr(operations, "_spin", steps.append)
+
     assert compute("add", 1, 2, work_seconds=0.05) == 3
-    assert time.perf_counter() - started >= 0.05
+    compute("add", 1, 2, work_seconds=0.05)
+    compute("add", 1, 2, work_seconds=0.1)
+
+    assert steps[0] == steps[1] == round(0.05 * rate) > 0
+    assert steps[2] == round(0.1 * rate)
+
+
+def test_the_calibration_measures_the_threads_cpu_clock_once():
+    first = operations.steps_per_cpu_second()
+    used = time.thread_time()
+    assert operations.steps_per_cpu_second() == first > 0
+    assert time.thread_time() - used < operations.CALIBRATION_SECONDS
 
 
 # --- operation names ------------------------------------------------------
