@@ -150,7 +150,7 @@ def check_operation(name: str, *, chaos: bool = False) -> str:
 
 
 #: CPU time the calibration spends measuring, seconds (once per process).
-CALIBRATION_SECONDS = 0.05
+CALIBRATION_SECONDS = 0.02
 
 
 def _spin(steps: int) -> int:
