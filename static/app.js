@@ -205,6 +205,7 @@ function markFreshness() {
   const stale = silentMs > STALE_AFTER_MS;
   const list = byId("nodes");
   list.dataset.stale = String(stale);
+  byId("mini-status").dataset.stale = String(stale);
   for (const badge of list.querySelectorAll(".node-state")) {
     badge.textContent = stale ? "no news" : badge.dataset.state;
   }
