@@ -251,6 +251,8 @@ def run(plan: Plan) -> dict:
                 "WIZARD_WORK_SECONDS": str(plan.work_seconds),
                 "WIZARD_LOG_LEVEL": "warning",
                 "WIZARD_TASK_TIMEOUT": "600",
+                # Every request of the largest level runs at once (none gets a 503).
+                "WIZARD_SYNC_SLOTS": str(max(plan.concurrency)),
             },
         )
         try:
