@@ -8,10 +8,11 @@ import threading
 from tests.support import call, wait_for
 from wizard import store
 from wizard.api import make_app
+from wizard.identity import UNKNOWN
 from wizard.worker import Worker
 
 #: Who the client is in these calls: wsgiref's test environ sets no address.
-CLIENT = ""
+CLIENT = UNKNOWN
 
 
 def post(app, key, a=1, b=2):
