@@ -8,6 +8,7 @@ NODES   ?= 3
 WORKERS ?= 1
 # HA=1: a Valkey primary, two replicas and three sentinels (wizard up --ha)
 HA      ?=
+VAR     ?= var
 PYTHON  ?= python3
 VENV    := .venv
 PY      := $(VENV)/bin/python
@@ -30,7 +31,7 @@ $(VENV)/.local-installed: setup.cfg pyproject.toml | $(PY)
 
 $(VENV)/.dev-installed: setup.cfg pyproject.toml | $(PY)
 	$(PIP) install -e '.[local,dev]'
-	touch $@
+	touch $@ $(VENV)/.local-installed
 
 $(VENV)/.public-installed: setup.cfg pyproject.toml | $(PY)
 	$(PIP) install -e '.[public]'
@@ -40,9 +41,10 @@ install-local: $(VENV)/.local-installed
 install-dev: $(VENV)/.dev-installed
 install-public: $(VENV)/.public-installed
 
-## run: the whole cluster on http://127.0.0.1:$(PORT) (Ctrl+C stops it all)
+## run: the whole cluster on http://127.0.0.1:$(PORT) (Ctrl+C, or closing the
+## terminal, stops it all); its logs and Valkey's data go under $(VAR)/
 run: install-local
-	$(PY) -m wizard up --port $(PORT) --nodes $(NODES) --workers $(WORKERS) $(if $(filter 1 yes true,$(HA)),--ha)
+	$(PY) -m wizard up --port $(PORT) --nodes $(NODES) --workers $(WORKERS) $(if $(filter 1 yes true,$(HA)),--ha) --var-dir $(VAR)
 
 ## chromium: Debian's Chromium for the browser tests, installed if missing
 chromium:

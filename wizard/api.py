@@ -30,7 +30,7 @@ from pathlib import Path
 
 import valkey
 
-from . import __version__, access, membership, metrics, queue, store
+from . import __version__, access, health, membership, metrics, queue, store
 from .config import Settings
 from .operations import (
     InvalidOperand,
@@ -233,27 +233,31 @@ class Api:
         return self.json({"status": "ok"})
 
     def readyz(self, request: Request) -> Response:
-        """``GET /readyz``: Valkey answers, evicts nothing, and this node's
-        workers heartbeat. 503 problem naming the failed check otherwise."""
-        worker_ids = membership.node_worker_ids(self.settings.node_id, self.settings.workers)
+        """``GET /readyz``: Valkey answers, takes writes and evicts nothing;
+        this node's workers heartbeat; none of its processes is in a restart
+        loop. Otherwise a 503 problem whose detail names each unhealthy part
+        and why (see :mod:`wizard.health`)."""
+        node = self.settings.node_id
+        worker_ids = membership.node_worker_ids(node, self.settings.workers)
         with self.valkey() as client:
             with client.pipeline(transaction=False) as pipe:
                 # INFO, not CONFIG GET: the nodes' Valkey user may not
                 # touch the configuration (ops/valkey/wizard-user.acl).
                 pipe.info("memory")
+                pipe.hgetall(store.restarts_key(node))
                 for worker_id in worker_ids:
                     membership.queue_is_alive(pipe, worker_id)
-                memory, *alive = pipe.execute()
-        eviction = memory.get("maxmemory_policy", "")
-        if eviction != "noeviction":
-            raise ServiceUnavailable(
-                f"Valkey maxmemory-policy is {eviction!r}; set it to noeviction "
-                "or tasks can be evicted silently",
-                retry_after=30,
-            )
-        silent = [w for w, ok in zip(worker_ids, alive, strict=True) if not ok]
-        if silent:
-            raise ServiceUnavailable(f"workers not heartbeating yet: {', '.join(silent)}")
+                memory, restarts, *alive = pipe.execute()
+            silent = not all(alive)
+            last_beat = {c.worker_id: c.at for c in membership.cards(client)} if silent else {}
+        problems = [
+            *health.valkey_problems(memory),
+            *health.worker_problems(worker_ids, [bool(a) for a in alive], last_beat, time.time()),
+            *health.restart_problems(node, restarts),
+        ]
+        if problems:
+            detail = "; ".join(f"{p.part}: {p.reason}" for p in problems)
+            raise ServiceUnavailable(f"not ready: {detail}")
         return self.json({"status": "ready", "workers": len(worker_ids)})
 
     def valkey_test(self, request: Request) -> Response:
@@ -343,38 +347,41 @@ class Api:
 
     def _submit_once(self, request: Request, key: str, operation: str, a, b) -> Response:
         """POST /task with an Idempotency-Key: a repeat answers with the task
-        the key created first, in its current state, instead of a new one.
-
-        Keys are scoped to the client (:func:`store.idempotency_key`): the
-        same key from another client is another key, so it can neither read
-        nor block someone else's task."""
-        with self.valkey() as client:
-            if not client.exists(store.idempotency_key(request.client, key)):
-                # Only a new key adds a task; a repeat is answered even when full.
-                self._admit(client)
-            try:
-                task_id, created = queue.submit_once(
-                    client,
-                    key,
-                    operation,
-                    a,
-                    b,
-                    accepted_by=self.settings.node_id,
-                    durable=self.settings.durable_ack,
-                    client_id=request.client,
+        the key created first, in its current state, instead of a new one. A
+        key whose task is gone is a fresh key (see ``queue.submit_once``);
+        if the task expires between the two reads below, the key is tried
+        once more and makes a new task."""
+        for _ in range(2):
+            with self.valkey() as client:
+                if not client.exists(store.idempotency_key(request.client, key)):
+                    # Only a new key adds a task; a repeat is answered even when full.
+                    self._admit(client)
+                try:
+                    task_id, created = queue.submit_once(
+                        client,
+                        key,
+                        operation,
+                        a,
+                        b,
+                        accepted_by=self.settings.node_id,
+                        result_ttl=self.settings.result_ttl,
+                        durable=self.settings.durable_ack,
+                        client_id=request.client,
+                    )
+                except queue.KeyReused as error:
+                    raise UnprocessableContent(str(error)) from None
+                if created:
+                    self.http_metrics.task_submitted(operation)
+                    node = self.settings.node_id
+                    return self._accepted(request, task_id, operation, node, "pending")
+                task = queue.status(client, task_id)
+            if task is not None:
+                log.info(
+                    "task asked for again",
+                    extra={"task_id": task_id, "request_id": request.request_id},
                 )
-            except queue.KeyReused as error:
-                raise UnprocessableContent(str(error)) from None
-            if created:
-                self.http_metrics.task_submitted(operation)
-                return self._accepted(request, task_id, operation, self.settings.node_id, "pending")
-            task = queue.status(client, task_id)
-        log.info(
-            "task asked for again", extra={"task_id": task_id, "request_id": request.request_id}
-        )
-        if task is None:
-            raise NotFound(f"task {task_id}, created with this Idempotency-Key, has expired")
-        return self._answer(task_id, operation, task.accepted_by, task.status.value)
+                return self._answer(task_id, operation, task.accepted_by, task.status.value)
+        raise ServiceUnavailable("the task of this Idempotency-Key keeps expiring; try again")
 
     def _accepted(
         self, request: Request, task_id: str, operation: str, accepted_by: str, status: str

@@ -443,9 +443,11 @@ def run_up(
     ha: bool = False,
 ) -> int:
     """``python -m wizard up``: start the cluster, print the URLs, and stop it
-    all on Ctrl+C, SIGTERM or SIGHUP (the terminal closing). Its files go
-    under ``var_dir`` (default ``var/`` in the checkout), which one launcher
-    at a time may use. Returns the exit code (1 if it cannot start)."""
+    all, in order (nginx, then the nodes finishing their tasks, then Valkey),
+    on Ctrl+C, SIGTERM, SIGHUP, or when its terminal goes away without a
+    signal reaching it. Its files go under ``var_dir`` (default ``var/`` in
+    the checkout), which one launcher at a time may use. Returns the exit
+    code (1 if it cannot start)."""
     var_dir = Path(var_dir or ROOT / "var")
     lock = lock_var_dir(var_dir)
     if lock is None:
@@ -471,24 +473,76 @@ def run_up(
 
     for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(signum, request_stop)
-    print(f"starting Valkey, {nodes} nodes x {workers} workers and nginx ...", flush=True)
+    terminal = Terminal()
+    terminal.say(f"starting Valkey, {nodes} nodes x {workers} workers and nginx ...")
     try:
         cluster.start()
     except ClusterError as error:
-        print(f"wizard up: {error}", file=sys.stderr)
+        terminal.say(f"wizard up: {error}", sys.stderr)
         return 1
-    print(_banner(cluster), flush=True)
+    terminal.say(_banner(cluster))
     while stop["reason"] is None:
-        _watch(cluster)
+        _watch(cluster, terminal)
         time.sleep(0.5)
-    print(f"\n{stop['reason']}: stopping nginx, the nodes (finishing their tasks) and Valkey ...")
+        if terminal.hung_up():
+            stop["reason"] = "the terminal closed"
+    terminal.say(
+        f"\n{stop['reason']}: stopping nginx, the nodes (finishing their tasks) and Valkey ..."
+    )
     cluster.stop()
     lock.close()
-    print("stopped; nothing left running.")
+    terminal.say("stopped; nothing left running.")
     return 0
 
 
-def _watch(cluster: LocalCluster) -> None:
+class Terminal:
+    """The launcher's terminal, which may vanish while it runs.
+
+    Closing a terminal window hangs up its tty: Linux sends SIGHUP to the
+    session leader only (the shell, or ``make`` itself under ``xterm -e make
+    run``; make does not pass SIGHUP on to its child), takes the terminal
+    away from every process of the session, and from then on writes to it
+    fail (EIO). So the launcher (1) never lets a failed write stop it: the
+    first one sends stdout and stderr to /dev/null for good; and (2) checks
+    every half second whether it still has the controlling terminal it
+    started with (opening ``/dev/tty`` fails once it is gone), which is how
+    it learns of a hangup whose SIGHUP went to make."""
+
+    def __init__(self) -> None:
+        self.had_one = self._present()
+        self.gone = False
+
+    @staticmethod
+    def _present() -> bool:
+        try:
+            fd = os.open("/dev/tty", os.O_RDWR | os.O_NOCTTY)
+        except OSError:
+            # ENXIO: no controlling terminal (any more); EIO: hung up.
+            return False
+        os.close(fd)
+        return True
+
+    def hung_up(self) -> bool:
+        """True once the terminal the launcher started in has gone away."""
+        return self.had_one and not self._present()
+
+    def say(self, text: str, stream=None) -> None:
+        """Print ``text`` (to stdout by default); never raises."""
+        if self.gone:
+            return
+        try:
+            print(text, file=stream or sys.stdout, flush=True)
+        except OSError:
+            # EIO or EPIPE: the terminal is gone. Stop writing to it, and
+            # make sure nothing else (the exit-time flush) trips on it.
+            self.gone = True
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+            os.dup2(devnull, sys.stderr.fileno())
+            os.close(devnull)
+
+
+def _watch(cluster: LocalCluster, terminal: Terminal) -> None:
     """Restart a part that died (like compose's restart policy), so you can
     kill -9 any process of the cluster and watch the system recover."""
     for part in cluster.parts():
@@ -499,7 +553,7 @@ def _watch(cluster: LocalCluster) -> None:
             # promoted a replica: back at once, from its own AOF, it would
             # stay primary and the replicas would copy its older data.
             continue
-        print(f"{part.name} exited with code {part.process.returncode}; restarting it", flush=True)
+        terminal.say(f"{part.name} exited with code {part.process.returncode}; restarting it")
         part.kill_leftovers()
         try:
             if part is cluster.valkey:
@@ -514,7 +568,7 @@ def _watch(cluster: LocalCluster) -> None:
                 cluster.start_node(part.name)
         except ClusterError as error:
             # Not this time (its port still closing?): the next round retries.
-            print(f"could not restart {part.name}: {error}", flush=True)
+            terminal.say(f"could not restart {part.name}: {error}")
 
 
 def _banner(cluster: LocalCluster) -> str:

@@ -244,8 +244,11 @@ class Settings:
     #: Bearer token for the dead-letter admin routes; empty means refused
     #: (``WIZARD_ADMIN_TOKEN``).
     admin_token: str = ""
-    #: Enables the ``crash`` operation used by the chaos suite to kill a
-    #: worker on purpose (``WIZARD_CHAOS_OPERATIONS``). Never on in production.
+    #: Enables what the chaos suite uses to break a node on purpose
+    #: (``WIZARD_CHAOS_OPERATIONS``): the ``crash`` operation, which kills its
+    #: worker, and the one-shot fault switches ``chaos:fault:<node>:<thread>``
+    #: read by the heartbeat, worker, scheduler and API threads
+    #: (:func:`wizard.faults.inject`). Never on in production.
     chaos_operations: bool = False
     #: How long a consumer blocks on an empty queue before checking its stop
     #: flag, seconds (``WIZARD_BLOCK_SECONDS``).

@@ -34,6 +34,9 @@ FIELDS = (
     "error",
     "url",
     "identity",
+    "kind",
+    "crashed_thread",
+    "traceback",
 )
 
 

@@ -1,5 +1,6 @@
 """The loop of a consumer process: call one step again and again, and ride
-out Valkey outages. The worker and the scheduler both run in it.
+out Valkey's bad days. The worker, its heartbeat thread and the scheduler
+all run in it; what counts as a bad day is decided in :mod:`wizard.faults`.
 
     >>> run_steps(worker.work_once, stopped=lambda: worker.stop_reason is not None,
     ...           stop=worker.stop, pause=wake.wait, what="worker step")  # doctest: +SKIP
@@ -9,28 +10,17 @@ from __future__ import annotations
 
 import logging
 import os
-import random
+import time
 from collections.abc import Callable
+from typing import TypeVar
 
 import valkey
 
+from .faults import Spell, valkey_trouble
+
 log = logging.getLogger(__name__)
 
-#: Longest pause between reconnection attempts to Valkey, seconds.
-MAX_RECONNECT_DELAY = 5.0
-
-#: Errors that mean "Valkey is unreachable right now" (BusyLoadingError,
-#: raised while Valkey reloads its AOF, is a ConnectionError).
-VALKEY_DOWN = (valkey.ConnectionError, valkey.TimeoutError)
-
-
-def reconnect_delay(failures: int) -> float:
-    """Growing, capped, jittered delay before reconnection attempt
-    ``failures`` (1, 2, ...), seconds: "full jitter" between 0.05 s and
-    min(MAX_RECONNECT_DELAY, 0.1 * 2**failures), as in the AWS Architecture
-    Blog, "Exponential Backoff And Jitter" (2015)."""
-    ceiling = min(MAX_RECONNECT_DELAY, 0.1 * 2**failures)
-    return max(0.05, random.uniform(0, ceiling))
+T = TypeVar("T")
 
 
 def run_steps(
@@ -41,30 +31,49 @@ def run_steps(
     pause: Callable[[float], object],
     what: str,
 ) -> None:
-    """Call ``step`` until ``stopped()``: the loop of the worker and of the
-    scheduler. While Valkey is unreachable it backs off (growing, capped,
-    jittered: :func:`reconnect_delay`) and resumes by itself when Valkey is
-    back; ``pause(seconds)`` waits, and returns early when a stop is asked.
-    Any other error is logged with its traceback (the one broad ``except`` of
-    a consumer) and the loop goes on after a second. If the parent process
-    (the supervisor) disappears, ``stop`` is called with that reason."""
+    """Call ``step`` until ``stopped()``: the loop of the worker, of its
+    heartbeat and of the scheduler. While Valkey is in trouble (down, full,
+    loading, ...: :func:`wizard.faults.valkey_trouble`) it backs off with a
+    :class:`wizard.faults.Spell`, which logs the spell once, and resumes by
+    itself when Valkey answers again; ``pause(seconds)`` waits, and returns
+    early when a stop is asked. Any other error escapes, on purpose: the
+    process's crash hook logs it and ends the process, and its supervisor
+    restarts it (see :mod:`wizard.faults`). If the parent process (the
+    supervisor) disappears, ``stop`` is called with that reason."""
     parent = os.getppid()
-    failures = 0
+    spell = Spell(what)
     while not stopped():
         try:
             step()
-            failures = 0
-        except VALKEY_DOWN as error:
-            failures += 1
-            delay = reconnect_delay(failures)
-            log.warning(
-                "Valkey unreachable; backing off",
-                extra={"error": str(error), "delay_seconds": round(delay, 3)},
-            )
-            pause(delay)
-        except Exception:
-            # Boundary of one step: log the traceback, keep serving.
-            log.exception(f"unexpected error in a {what}")
-            pause(1.0)
+        except valkey.ValkeyError as error:
+            if valkey_trouble(error) is None:
+                raise
+            # Valkey's bad day: wait it out, logged once per spell.
+            pause(spell.failed(error))
+        else:
+            spell.recovered()
         if os.getppid() != parent:
             stop("the supervisor is gone")
+
+
+def call_through(write: Callable[[], T], *, what: str, within: float, sleep=time.sleep) -> T:
+    """Call ``write`` until it gets through Valkey's trouble, for at most
+    ``within`` seconds; for writes that are safe to repeat (fenced scripts).
+
+    Raises:
+        valkey.ValkeyError: still in trouble after ``within`` seconds, or an
+            error that is no Valkey trouble.
+    """
+    deadline = time.monotonic() + within
+    spell = Spell(what)
+    while True:
+        try:
+            result = write()
+        except valkey.ValkeyError as error:
+            if valkey_trouble(error) is None or time.monotonic() > deadline:
+                raise
+            # Valkey's bad day: keep what we have and try again.
+            sleep(spell.failed(error))
+            continue
+        spell.recovered()
+        return result

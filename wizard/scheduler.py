@@ -7,7 +7,8 @@ lock expires and another node's scheduler takes over within one lease.
 
 Each round (:meth:`Scheduler.tick`) the leader:
 
-1. reaps: finds tasks whose lease ran out (their worker died, froze, or
+1. reaps (unless Valkey was in trouble less than a lease ago: see
+   :meth:`Scheduler.after_trouble`): finds tasks whose lease ran out (their worker died, froze, or
    lost Valkey) and hands them back with a backoff delay (``attempts``
    was counted when they were taken), or dead-letters them with reason
    ``worker_lost`` once ``WIZARD_MAX_ATTEMPTS`` are used up;
@@ -31,7 +32,7 @@ from pathlib import Path
 
 import valkey
 
-from . import membership, queue, store
+from . import faults, membership, queue, store
 from .config import Settings
 from .loop import run_steps
 
@@ -58,6 +59,20 @@ class Scheduler:
         #: (worker id, task id) -> when it was first seen pending in a live
         #: worker's processing list (monotonic seconds).
         self._unclaimed_since: dict[tuple[str, str], float] = {}
+        #: No reaping before this time (monotonic seconds): see after_trouble().
+        self.quiet_until = 0.0
+
+    def after_trouble(self, seconds: float) -> None:
+        """Note Valkey trouble seen by this scheduler, then wait ``seconds``.
+
+        Leases that ran out while Valkey was in trouble (full, loading,
+        paused, unreachable) say nothing about the workers: none of them
+        could renew. So the reaper holds off until one whole lease after the
+        last trouble it saw, giving every live worker time to renew its lease
+        (and record the result it kept meanwhile); a worker that really died
+        has its task handed back one lease later than usual."""
+        self.quiet_until = time.monotonic() + seconds + self.settings.lease_seconds
+        self._stopping.wait(seconds)
 
     def is_leader(self) -> bool:
         """Take or keep the scheduler lock for one lease. True if we hold it."""
@@ -105,6 +120,7 @@ class Scheduler:
             reason="worker_lost",
             error=f"worker {lost.worker_id} stopped heartbeating during attempt {lost.attempt}",
             delay_seconds=self.policy.backoff_seconds(lost.attempt),
+            only_if_expired=True,
         )
         outcome = queue.retry(self.scripts, hand_back, self.policy, node_id=self.settings.node_id)
         if outcome is queue.RetryOutcome.FENCED:
@@ -127,7 +143,9 @@ class Scheduler:
         """One round: if leader, reap, promote and forget. Returns counts."""
         if not self.is_leader():
             return {"leader": False}
-        retried, dead = self.reap()
+        retried = dead = 0
+        if time.monotonic() >= self.quiet_until:
+            retried, dead = self.reap()
         promoted = queue.promote_due(self.scripts)
         self.forget()
         return {"leader": True, "reaped": retried, "dead_lettered": dead, "promoted": promoted}
@@ -140,6 +158,8 @@ class Scheduler:
         log.info("scheduler started", extra={"pid": os.getpid()})
 
         def round_then_rest() -> None:
+            chaos = self.settings.chaos_operations
+            faults.inject(self.client, chaos, self.settings.node_id, "scheduler")
             self.tick()
             self._stopping.wait(interval)
 
@@ -147,7 +167,7 @@ class Scheduler:
             round_then_rest,
             stopped=lambda: self.stop_reason is not None,
             stop=self._stop,
-            pause=self._stopping.wait,
+            pause=self.after_trouble,
             what="scheduler round",
         )
         log.info(f"scheduler stopping: {self.stop_reason}")
@@ -163,4 +183,5 @@ def run_scheduler(settings: Settings) -> None:
     from . import logs
 
     logs.configure(settings.log_level, node=settings.node_id, process="scheduler")
+    faults.install_crash_hooks()
     Scheduler(settings).run()

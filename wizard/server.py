@@ -26,15 +26,16 @@ import logging
 import os
 import signal
 import threading
-import time
 
+import valkey
 from waitress import create_server
 from waitress.channel import HTTPChannel
 from waitress.server import BaseWSGIServer
 from waitress.task import ErrorTask
 
-from . import logs
+from . import faults, logs
 from .config import Settings
+from .loop import run_steps
 from .router import PROBLEM_BASE
 
 log = logging.getLogger(__name__)
@@ -46,13 +47,15 @@ def run_api(settings: Settings) -> None:
     from .api import make_app
 
     logs.configure(settings.log_level, node=settings.node_id, process="api")
+    faults.install_crash_hooks()
     # waitress logs "Task queue depth is N" for every request that waits for
     # a free thread: one JSON line per request exactly when the node is busiest.
     logging.getLogger("waitress.queue").setLevel(logging.ERROR)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
-    server = create(make_app(settings), settings)
-    _exit_when_orphaned()
+    app = make_app(settings)
+    server = create(app, settings)
+    _start_watchdog(app.client, settings)
     log.info("api listening", extra={"url": f"http://{settings.host}:{settings.port}"})
     server.run()
     log.info("api stopping: SIGTERM")
@@ -63,17 +66,30 @@ def _exit_on_sigterm(signum, frame) -> None:
     raise SystemExit(0)
 
 
-def _exit_when_orphaned() -> None:
-    """Exit if the supervisor dies without telling us (e.g. SIGKILL)."""
-    parent = os.getppid()
+def _start_watchdog(client: valkey.Valkey, settings: Settings) -> None:
+    """The API's background thread: exit if the supervisor dies without
+    telling us (e.g. SIGKILL); checked every second. With
+    ``WIZARD_CHAOS_OPERATIONS`` it also reads the chaos suite's fault switch
+    (:func:`faults.inject`), so the suite can make it crash on purpose."""
+    stopping = threading.Event()
 
-    def watch() -> None:
-        while os.getppid() == parent:
-            time.sleep(1.0)
-        log.warning("api stopping: the supervisor is gone")
+    def check() -> None:
+        faults.inject(client, settings.chaos_operations, settings.node_id, "api")
+        stopping.wait(1.0)
+
+    def orphaned(reason: str) -> None:
+        log.warning(f"api stopping: {reason}")
+        stopping.set()
         os.kill(os.getpid(), signal.SIGTERM)
 
-    threading.Thread(target=watch, name="orphan-watch", daemon=True).start()
+    loop = {"step": check, "stopped": stopping.is_set, "stop": orphaned}
+    watchdog = threading.Thread(
+        target=run_steps,
+        kwargs={**loop, "pause": stopping.wait, "what": "api watchdog"},
+        name="api-watchdog",
+        daemon=True,
+    )
+    watchdog.start()
 
 
 #: Seconds an idle or silent connection may hold a request thread's channel:

@@ -72,6 +72,16 @@ IDEMPOTENCY_PREFIX = "idempotency:"
 #: milliseconds, Valkey's clock); expires once that time has passed.
 RATE_LIMIT_PREFIX = "ratelimit:"
 
+#: string per (node, thread) set by the chaos suite to make that thread
+#: raise an unexpected error once (read only with WIZARD_CHAOS_OPERATIONS=1).
+CHAOS_FAULT_PREFIX = "chaos:fault:"
+
+#: hash per node: supervised child name -> JSON {"restarts": total since the
+#: node started, "in_a_row": restarts without a 10 s run in between,
+#: "exit_code": the last death's, "at": Unix seconds of the last restart}.
+#: Written by the node's supervisor; /readyz and /cluster read it.
+RESTARTS_PREFIX = "restarts:"
+
 PROCESSING_PREFIX = "task_queue:processing:"
 TASK_PREFIX = "task:"
 HEARTBEAT_PREFIX = "worker:"
@@ -107,12 +117,24 @@ def duration_key(node_id: str) -> str:
 
 def idempotency_key(client_id: str, key: str) -> str:
     """String naming the task created by a client's Idempotency-Key;
-    expires after a day (see IDEMPOTENCY_PREFIX). ``client_id`` (an address
+    expires after a day, or sooner: never after its task (see
+    IDEMPOTENCY_PREFIX and ``queue.submit_once``). ``client_id`` (an address
     or a verified Access identity) enters as 16 hex digits of its SHA-256,
     so every key has the same shape whatever characters the identity has:
     ``idempotency:<client hash>:<key>``."""
     scope = hashlib.sha256(client_id.encode()).hexdigest()[:16]
     return f"{IDEMPOTENCY_PREFIX}{scope}:{key}"
+
+
+def chaos_fault_key(node_id: str, thread: str) -> str:
+    """The chaos suite's one-shot fault switch for ``thread`` (``heartbeat``,
+    ``worker``, ``scheduler``, ``api``) of ``node_id`` (see CHAOS_FAULT_PREFIX)."""
+    return f"{CHAOS_FAULT_PREFIX}{node_id}:{thread}"
+
+
+def restarts_key(node_id: str) -> str:
+    """Hash of one node's restarts of its children (see RESTARTS_PREFIX)."""
+    return RESTARTS_PREFIX + node_id
 
 
 def rate_limit_key(client_id: str) -> str:
@@ -191,6 +213,16 @@ ROLE_AWARE = {
     valkey.UnixDomainSocketConnection: PrimaryUnixConnection,
 }
 
+#: How much longer than its longest blocking command a client waits for a
+#: reply before calling Valkey frozen, seconds. A blocking pop that returns
+#: ``None`` on an empty queue must never look like a timeout; on a busy
+#: 2-core machine a process can be kept off the CPU for more than a second,
+#: and half a second of margin was seen to fail there while idle.
+SOCKET_TIMEOUT_MARGIN = 2.0
+
+#: How long to wait for a TCP connection to Valkey, seconds.
+CONNECT_TIMEOUT = 1.0
+
 
 def connect(settings: Settings, *, blocking_seconds: float = 0.0) -> valkey.Valkey:
     """Open a client for the primary (a pool, connected lazily).
@@ -203,10 +235,11 @@ def connect(settings: Settings, *, blocking_seconds: float = 0.0) -> valkey.Valk
     broken or demoted connection reconnects to the new primary: no restart.
 
     ``blocking_seconds`` is the longest a command of this client may wait
-    on the server (BLMOVE's timeout, WAITAOF's). The socket timeout is half a
-    second longer, so a blocking pop returns ``None`` on an empty queue rather
-    than raising ``TimeoutError``, and a frozen server is noticed in time for
-    the API to answer 503 within a second.
+    on the server (BLMOVE's timeout, WAITAOF's). The socket timeout is
+    SOCKET_TIMEOUT_MARGIN (2 s) longer, so a blocking pop returns ``None`` on
+    an empty queue rather than raising ``TimeoutError`` even on a loaded
+    machine; a frozen server is noticed within that margin (the API then
+    answers 503), a stopped one at once (connection refused).
 
     The user is the one in the URL (``valkey://wizard@valkey:6379/0``); its
     password comes from ``settings.valkey_password_file`` when that is set
@@ -221,8 +254,8 @@ def connect(settings: Settings, *, blocking_seconds: float = 0.0) -> valkey.Valk
     read.
     """
     options = {
-        "socket_connect_timeout": 0.5,
-        "socket_timeout": blocking_seconds + 0.5,
+        "socket_connect_timeout": CONNECT_TIMEOUT,
+        "socket_timeout": blocking_seconds + SOCKET_TIMEOUT_MARGIN,
         "health_check_interval": 0,
         "decode_responses": True,
     }
@@ -244,7 +277,7 @@ def connect(settings: Settings, *, blocking_seconds: float = 0.0) -> valkey.Valk
         options["connection_class"] = SentinelPrimaryConnection
     sentinel = Sentinel(
         [_host_port(address) for address in settings.valkey_sentinels],
-        sentinel_kwargs={"socket_connect_timeout": 0.5, "socket_timeout": 0.5},
+        sentinel_kwargs={"socket_connect_timeout": CONNECT_TIMEOUT, "socket_timeout": 0.5},
     )
     return sentinel.master_for(settings.valkey_sentinel_master, **options)
 

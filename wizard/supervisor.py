@@ -9,7 +9,12 @@
 
 A child that dies unexpectedly is restarted after an exponential backoff
 (0.5 s, 1 s, 2 s ... capped at 30 s; reset once it has run for 10 s),
-and the death is logged with its exit code.
+and the death is logged with its exit code. Each child runs under
+:func:`faults.run_guarded`: an error that escapes any of its threads is
+logged as JSON and ends it with ``faults.EXIT_CRASHED``, so a child never
+lives on with a thread missing. The restarts are counted in Valkey
+(``restarts:<node>``), where ``/readyz`` reads a restart loop
+(``health.RESTART_LOOP`` deaths in a row) and ``/cluster`` shows every count.
 
 The start method is ``spawn``, chosen deliberately: each child begins with a
 fresh interpreter, so no Valkey socket, lock or thread of the parent leaks
@@ -24,6 +29,7 @@ second signal stops the children at once.
 
 from __future__ import annotations
 
+import json
 import logging
 import multiprocessing
 import os
@@ -33,7 +39,9 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from . import logs, membership
+import valkey
+
+from . import faults, logs, membership, store
 from .config import Settings
 
 log = logging.getLogger(__name__)
@@ -63,12 +71,19 @@ class Child:
     args: tuple
     process: multiprocessing.process.BaseProcess | None = None
     started_at: float = 0.0
+    #: Restarts in a row (the backoff's exponent); back to 0 once it has
+    #: run for RESTART_RESET_AFTER seconds.
     restarts: int = 0
+    #: Restarts since the node started.
+    total_restarts: int = 0
     restart_at: float | None = None
 
     def start(self) -> None:
-        """Spawn the process (a fresh interpreter)."""
-        self.process = _SPAWN.Process(target=self.target, args=self.args, name=self.name)
+        """Spawn the process (a fresh interpreter), its target run by
+        :func:`faults.run_guarded`."""
+        self.process = _SPAWN.Process(
+            target=faults.run_guarded, args=(self.target, *self.args), name=self.name
+        )
         self.process.start()
         self.started_at = time.monotonic()
         self.restart_at = None
@@ -94,6 +109,7 @@ class Supervisor:
         self.children.append(Child("scheduler", run_scheduler, (settings,)))
         self.stop_reason: str | None = None
         self._wake = threading.Event()
+        self.client = store.connect(settings)
 
     def request_stop(self, signum, frame) -> None:
         """Signal handler: first signal stops gracefully, second at once."""
@@ -110,6 +126,7 @@ class Supervisor:
         signal.signal(signal.SIGTERM, self.request_stop)
         signal.signal(signal.SIGINT, self.request_stop)
         log.info("node starting", extra={"pid": os.getpid()})
+        self._write(lambda: self.client.delete(store.restarts_key(self.settings.node_id)))
         for child in self.children:
             child.start()
         while self.stop_reason is None:
@@ -124,6 +141,7 @@ class Supervisor:
         now = time.monotonic()
         for child in self.children:
             if child.alive():
+                self._forgive(child, now)
                 continue
             if child.restart_at is None:
                 child.restart_at = now + self._backoff(child, now)
@@ -137,13 +155,43 @@ class Supervisor:
                 )
             elif now >= child.restart_at:
                 child.restarts += 1
+                child.total_restarts += 1
+                exit_code = child.process.exitcode
                 child.start()
+                self._publish(child, exit_code)
+
+    def _forgive(self, child: Child, now: float) -> None:
+        """A child that has run RESTART_RESET_AFTER seconds is out of its
+        restart loop: its backoff starts over."""
+        if child.restarts and now - child.started_at > RESTART_RESET_AFTER:
+            child.restarts = 0
+            self._publish(child, None)
 
     @staticmethod
     def _backoff(child: Child, now: float) -> float:
-        if now - child.started_at > RESTART_RESET_AFTER:
-            child.restarts = 0
         return min(RESTART_CAP, RESTART_FIRST * 2**child.restarts)
+
+    def _publish(self, child: Child, exit_code: int | None) -> None:
+        """Record ``child``'s restart counts in ``restarts:<node>``."""
+        card = {
+            "restarts": child.total_restarts,
+            "in_a_row": child.restarts,
+            "exit_code": exit_code,
+            "at": time.time(),
+        }
+        key = store.restarts_key(self.settings.node_id)
+        self._write(lambda: self.client.hset(key, child.name, json.dumps(card)))
+
+    def _write(self, write: Callable[[], object]) -> None:
+        """Write to Valkey, best effort: the supervisor never waits on it."""
+        try:
+            write()
+        except valkey.ValkeyError as error:
+            kind = faults.valkey_trouble(error)
+            if kind is None:
+                raise
+            # Valkey in trouble: this count is lost, the children go on.
+            log.info("restart count not recorded", extra={"kind": kind})
 
     def _signal_all(self, signum: int) -> None:
         for child in self.children:
@@ -170,4 +218,5 @@ class Supervisor:
 def run_node(settings: Settings) -> int:
     """``python -m wizard node``: run one node until SIGTERM/SIGINT."""
     logs.configure(settings.log_level, node=settings.node_id, process="supervisor")
+    faults.install_crash_hooks()
     return Supervisor(settings).run()

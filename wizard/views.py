@@ -12,17 +12,20 @@ import time
 
 import valkey
 
-from . import membership, metrics, store
+from . import health, membership, metrics, store
 
 
 def cluster_view(client: valkey.Valkey, *, heartbeat_seconds: float) -> dict:
-    """``{"time", "nodes": [{"node", "alive", "workers": [...]}], "queue",
-    "valkey": {"primary", "via", "role", "replicas"}}``.
+    """``{"time", "nodes": [{"node", "alive", "restarts", "workers": [...]}],
+    "queue", "valkey": {"primary", "via", "role", "replicas"},
+    "problems": [{"part", "reason"}]}``.
 
     A worker is alive when its heartbeat key exists and it beat within three
     beats (``3 * heartbeat_seconds``); a node is alive when one of its
     workers is. Workers silent for :data:`membership.STALE_AFTER` seconds
-    are left out. Times are Unix seconds; ages are seconds.
+    are left out. Times are Unix seconds; ages are seconds. ``problems``
+    names every unhealthy part (:mod:`wizard.health`): Valkey full or
+    evicting, a stale heartbeat, a process in a restart loop.
 
     Raises:
         valkey.ConnectionError, valkey.TimeoutError: Valkey is unreachable.
@@ -31,6 +34,14 @@ def cluster_view(client: valkey.Valkey, *, heartbeat_seconds: float) -> dict:
     snapshot = metrics.queue_snapshot(client)
     cards = membership.cards(client)
     beating = membership.alive(client, [card.worker_id for card in cards])
+    node_ids = sorted({card.node for card in cards})
+    with client.pipeline(transaction=False) as pipe:
+        pipe.info("memory")
+        for node_id in node_ids:
+            pipe.hgetall(store.restarts_key(node_id))
+        memory, *per_node = pipe.execute()
+    restarts = dict(zip(node_ids, per_node, strict=True))
+    problems = health.valkey_problems(memory)
     now = time.time()
     nodes: dict[str, dict] = {}
     silent_after = 3 * heartbeat_seconds
@@ -39,7 +50,12 @@ def cluster_view(client: valkey.Valkey, *, heartbeat_seconds: float) -> dict:
         if age > membership.STALE_AFTER:
             continue
         is_alive = has_heartbeat and age <= silent_after
-        node = nodes.setdefault(card.node, {"node": card.node, "alive": False, "workers": []})
+        if not is_alive:
+            stale = f"heartbeat stale: last beat {age:.1f} s ago"
+            problems.append(health.Problem(card.worker_id, stale))
+        counts = health.restart_counts(restarts.get(card.node, {}))
+        blank = {"node": card.node, "alive": False, "restarts": counts, "workers": []}
+        node = nodes.setdefault(card.node, blank)
         node["alive"] = node["alive"] or is_alive
         node["workers"].append(
             {
@@ -51,4 +67,12 @@ def cluster_view(client: valkey.Valkey, *, heartbeat_seconds: float) -> dict:
                 "current_task": card.task_id,
             }
         )
-    return {"time": now, "nodes": list(nodes.values()), "queue": snapshot, "valkey": primary}
+    for node_id in nodes:
+        problems.extend(health.restart_problems(node_id, restarts.get(node_id, {})))
+    return {
+        "time": now,
+        "nodes": list(nodes.values()),
+        "queue": snapshot,
+        "valkey": primary,
+        "problems": [p.to_json() for p in problems],
+    }

@@ -30,14 +30,19 @@ from enum import Enum
 
 import valkey
 
-from . import membership, metrics, queue, store
+from . import faults, membership, metrics, queue, store
 from .config import Settings
-from .loop import VALKEY_DOWN, reconnect_delay, run_steps
+from .loop import call_through, run_steps
 from .operations import OperationFailed, UnknownOperation, calibrate, compute
 
-__all__ = ["GraceOver", "TaskTimeout", "Worker", "WorkOutcome", "reconnect_delay", "run_worker"]
+__all__ = ["GraceOver", "TaskTimeout", "Worker", "WorkOutcome", "run_worker"]
 
 log = logging.getLogger(__name__)
+
+#: How long a worker keeps trying to record an outcome it computed while
+#: Valkey is in trouble, seconds. The reaper cannot hand the task back while
+#: Valkey refuses writes either, so holding on avoids running it twice.
+HOLD_RESULT_SECONDS = 60.0
 
 
 class WorkOutcome(str, Enum):
@@ -217,24 +222,18 @@ class Worker:
         return WorkOutcome(outcome.value)
 
     def _with_reconnect(self, write):
-        """Call ``write`` until it gets through, for at most one lease: the
-        outcome is already computed, and the fenced scripts make a repeat
-        harmless. After that the lease is gone and the reaper takes over.
+        """Call ``write`` until it gets through Valkey's trouble (down, full,
+        loading...), for up to HOLD_RESULT_SECONDS (or one lease, if longer):
+        the outcome is already computed, the heartbeat keeps renewing the
+        lease as soon as Valkey takes writes again, and the fenced scripts
+        make a late or repeated write harmless. After that the worker lets
+        go and the reaper takes over.
 
         Raises:
-            valkey.ConnectionError, valkey.TimeoutError: still unreachable.
+            valkey.ValkeyError: still in trouble after that long.
         """
-        deadline = time.monotonic() + self.settings.lease_seconds
-        failures = 0
-        while True:
-            try:
-                return write()
-            except VALKEY_DOWN:
-                # Valkey hiccup: keep the result and try again, within the lease.
-                failures += 1
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(reconnect_delay(failures))
+        within = max(HOLD_RESULT_SECONDS, self.settings.lease_seconds)
+        return call_through(write, what="recording a task's outcome", within=within)
 
     # --- heartbeat -----------------------------------------------------
 
@@ -260,14 +259,25 @@ class Worker:
             queue.renew(self.client, self.scripts, claim, lease_ms=self.lease_ms)
 
     def _heartbeat_loop(self) -> None:
+        """The heartbeat thread: beat, rest, repeat until the worker stops.
+        Valkey trouble is waited out (:func:`wizard.loop.run_steps`), retried
+        at least once per beat; anything else ends the process through the
+        crash hook, so a worker never runs on without its heartbeat."""
         interval = self.settings.heartbeat_seconds
-        while not self._stopping.is_set():
-            try:
-                self.beat()
-            except VALKEY_DOWN as error:
-                # The main loop reports the outage and backs off; just retry.
-                log.debug("heartbeat missed", extra={"error": str(error)})
+        chaos, node_id = self.settings.chaos_operations, self.settings.node_id
+
+        def beat_then_rest() -> None:
+            faults.inject(self.client, chaos, node_id, "heartbeat")
+            self.beat()
             self._stopping.wait(interval)
+
+        run_steps(
+            beat_then_rest,
+            stopped=self._stopping.is_set,
+            stop=lambda reason: None,  # the main loop notices and stops
+            pause=lambda seconds: self._stopping.wait(min(seconds, interval)),
+            what="heartbeat",
+        )
 
     # --- the loop ------------------------------------------------------
 
@@ -286,15 +296,16 @@ class Worker:
         self._install_signal_handlers()
         try:
             self.beat()  # be seen alive before taking a first task
-        except VALKEY_DOWN:
-            # The loop below reports the outage and waits for Valkey.
-            pass
+        except valkey.ValkeyError as error:
+            if faults.valkey_trouble(error) is None:
+                raise
+            # The heartbeat thread reports the trouble and keeps trying.
         heartbeat = threading.Thread(target=self._heartbeat_loop, name="heartbeat", daemon=True)
         heartbeat.start()
         log.info("worker started", extra={"pid": os.getpid()})
         calibrate(self.settings.work_seconds)
         run_steps(
-            self.work_once,
+            self._step,
             stopped=lambda: self.stop_reason is not None,
             stop=self.stop,
             pause=self._wake.wait,
@@ -305,12 +316,18 @@ class Worker:
         self._sign_off()
         log.info(f"worker stopping: {self.stop_reason}", extra={"pid": os.getpid()})
 
+    def _step(self) -> None:
+        chaos, node_id = self.settings.chaos_operations, self.settings.node_id
+        faults.inject(self.client, chaos, node_id, "worker")
+        self.work_once()
+
     def _sign_off(self) -> None:
         try:
             membership.sign_off(self.client, self.worker_id)
-        except VALKEY_DOWN:
+        except valkey.ValkeyError as error:
+            if faults.valkey_trouble(error) is None:
+                raise
             # Nothing to clean: the key expires by itself within one lease.
-            pass
 
     def _install_signal_handlers(self) -> None:
         signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -340,4 +357,5 @@ def run_worker(settings: Settings, worker_id: str) -> None:
     from . import logs
 
     logs.configure(settings.log_level, node=settings.node_id, process=worker_id)
+    faults.install_crash_hooks()
     Worker(settings, worker_id).run()

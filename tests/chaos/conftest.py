@@ -3,18 +3,20 @@ the real nginx gateway, and a ledger of every task that got a 202.
 
 Each scenario records what it measured in ``RESULTS``; at the end of the
 session the counts are written to ``var/chaos-results.json`` and printed, so
-the table in docs/chaos.md can be checked against a fresh run.
+the table in docs/chaos.md can be checked against a fresh run. Every figure
+there is counted by the harness (answers by status code, kills delivered,
+attempts per task), never written in as a literal.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import random
 import signal
 import threading
 import time
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,7 +30,7 @@ from valkey.sentinel import Sentinel
 
 from tests.support import alive, wait_for
 from wizard import acl, store
-from wizard.cluster import ROOT, LocalCluster, free_port
+from wizard.cluster import ROOT, LocalCluster, free_port, http_ok
 from wizard.ha import MASTER_NAME
 
 #: What each scenario measured, by test name.
@@ -88,8 +90,29 @@ class Chaos:
 
     cluster: LocalCluster
     accepted: dict = field(default_factory=dict)  # task id -> expected result
-    refused: int = 0
+    #: Every answer to a POST /task, by status code ("no answer": the
+    #: connection failed). Only a 202 is a promise.
+    answers: Counter = field(default_factory=Counter)
+    #: 503s that carried a Retry-After header.
+    retry_after: int = 0
+    #: Every 503, counted by what refused (:func:`cause_of`).
+    unavailable: Counter = field(default_factory=Counter)
+    #: (sent, answered, status) of every submission, monotonic seconds.
+    timeline: list = field(default_factory=list)
+    #: SIGKILLs delivered to workers, and for each task the attempts of it
+    #: that a killed worker held (a restarted worker keeps its id, and its
+    #: list still shows the dead one's task until it is reaped: the attempt
+    #: number tells the two apart).
+    kills: int = 0
+    held_by_killed: dict = field(default_factory=dict)
+    killed_pids: set = field(default_factory=set)
     _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    @property
+    def refused(self) -> int:
+        """Submissions that got no 202 (any other status, or no answer)."""
+        with self._lock:
+            return sum(n for status, n in self.answers.items() if status != 202)
 
     def __post_init__(self):
         self.valkey = valkey.Valkey.from_url(
@@ -117,6 +140,7 @@ class Chaos:
 
     def submit(self, session: requests.Session, a: int, b: int, operation: str = "add") -> None:
         """POST one task through the gateway; remember it if it got a 202."""
+        sent = time.monotonic()
         try:
             response = session.post(
                 f"{self.cluster.url}/task",
@@ -128,10 +152,29 @@ class Chaos:
             # with the request in flight: no 202, no promise.
             response = None
         with self._lock:
-            if response is not None and response.status_code == 202:
+            status = "no answer" if response is None else response.status_code
+            self.timeline.append((sent, time.monotonic(), status))
+            self.answers[status] += 1
+            if response is None:
+                return
+            if response.status_code == 202:
                 self.accepted[response.json()["task_id"]] = _expected(operation, a, b)
-            else:
-                self.refused += 1
+            elif response.status_code == 503:
+                self.retry_after += "Retry-After" in response.headers
+                self.unavailable[cause_of(response.json().get("detail", ""))] += 1
+
+    def answered_between(self, start: float, end: float) -> dict[str, int]:
+        """Answers to requests sent after ``start`` and answered before
+        ``end`` (monotonic seconds), by status code."""
+        with self._lock:
+            inside = [s for sent, got, s in self.timeline if sent >= start and got <= end]
+        found = Counter(str(status) for status in inside)
+        return dict(sorted(found.items()))
+
+    def answers_by_status(self) -> dict[str, int]:
+        """The answers as a JSON-friendly dict: status code -> count."""
+        with self._lock:
+            return {str(status): n for status, n in sorted(self.answers.items(), key=str)}
 
     def submit_many(self, count: int, *, threads: int = 8, operation: str = "add") -> None:
         """Submit ``count`` tasks from ``threads`` clients with keep-alive."""
@@ -145,29 +188,54 @@ class Chaos:
         with ThreadPoolExecutor(threads) as pool:
             list(pool.map(one, range(count)))
 
+    def wait_accepted(self, more: int, timeout: float = 30.0) -> None:
+        """Wait until ``more`` tasks beyond those accepted so far got a 202."""
+        target = len(self.accepted) + more
+        wait_for(lambda: len(self.accepted) >= target, timeout=timeout, what=f"{more} more 202s")
+
+    def load(self, clients: int = 4, limit: int = 5000) -> Load:
+        """Clients submitting one task after another until the block ends
+        (each at most ``limit`` tasks)."""
+        return Load(self, clients, limit)
+
     # --- breaking ---------------------------------------------------------
 
     def workers(self) -> dict[str, int]:
         """Live worker id -> pid, from the heartbeat registry."""
         cards = {w: json.loads(c) for w, c in self.valkey.hgetall(store.WORKER_REGISTRY).items()}
-        return {w: c["pid"] for w, c in cards.items() if alive(c["pid"])}
+        # A worker we killed may take a moment to be gone: never pick it again.
+        return {
+            w: c["pid"]
+            for w, c in cards.items()
+            if alive(c["pid"]) and c["pid"] not in self.killed_pids
+        }
 
     def kill_random_worker(self, rng: random.Random) -> set[str]:
         """Freeze a random live worker, note the tasks it holds, SIGKILL it.
         Returns the ids it held (each must show attempts > 1 at the end)."""
         # Restarted workers come back after their supervisor's backoff.
-        live = wait_for(self.workers, timeout=15, what="a live worker to kill")
-        worker_id, pid = rng.choice(sorted(live.items()))
-        try:
-            os.kill(pid, signal.SIGSTOP)
-        except ProcessLookupError:
-            # It died after the registry was read: nothing to kill this time.
-            return set()
-        held = set(self.valkey.lrange(store.processing_key(worker_id), 0, -1))
-        with contextlib.suppress(ProcessLookupError):
-            # A zombie already when stopped, reaped since: it is dead anyway.
-            os.kill(pid, signal.SIGKILL)
-        return {t for t in held if self.valkey.hget(store.task_key(t), "status") == "running"}
+        while True:
+            live = wait_for(self.workers, timeout=15, what="a live worker to kill")
+            worker_id, pid = rng.choice(sorted(live.items()))
+            try:
+                os.kill(pid, signal.SIGSTOP)
+                held = set(self.valkey.lrange(store.processing_key(worker_id), 0, -1))
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                # It ended on its own meanwhile (the deaths in the logs say
+                # how): not a kill of ours. Pick again.
+                self.killed_pids.add(pid)
+                continue
+            break
+        self.killed_pids.add(pid)
+        self.kills += 1
+        running = set()
+        for task_id in held:
+            status, attempt = self.valkey.hmget(store.task_key(task_id), "status", "attempts")
+            if status == "running":
+                running.add(task_id)
+                self.held_by_killed.setdefault(task_id, set()).add(int(attempt))
+        return running
 
     # --- audit ------------------------------------------------------------
 
@@ -199,6 +267,63 @@ class Chaos:
                     counts[task_id] = counts.get(task_id, 0) + 1
         return counts
 
+    def restarts(self) -> dict[str, int]:
+        """Every restart the nodes' supervisors counted, by process."""
+        found = {}
+        for key in self.valkey.scan_iter(match=store.RESTARTS_PREFIX + "*"):
+            node = key[len(store.RESTARTS_PREFIX) :]
+            for child, card in self.valkey.hgetall(key).items():
+                name = child if "/" in child else f"{node}/{child}"
+                found[name] = json.loads(card)["restarts"]
+        return {name: n for name, n in sorted(found.items()) if n}
+
+    def supervisor_pids(self) -> dict[str, int]:
+        """Each node's supervisor pid (a node restarted would change it)."""
+        return {name: part.pid for name, part in self.cluster.nodes.items()}
+
+    def troubles_logged(self) -> Counter:
+        """Lines logged by the nodes about Valkey trouble, by kind."""
+        kinds: Counter = Counter()
+        for log_file in Path(self.cluster.var_dir, "logs").glob("node-*.log"):
+            for line in log_file.read_text().splitlines():
+                if line.startswith("{") and '"kind"' in line:
+                    record = json.loads(line)
+                    kinds[record["kind"]] += record["level"] == "warning"
+        return kinds
+
+    def all_ready(self) -> bool:
+        """Every node answers /readyz with 200 and /cluster shows every
+        worker alive."""
+        for name in self.cluster.nodes:
+            if not http_ok(self.cluster.node_url(name) + "/readyz"):
+                return False
+        try:
+            view = requests.get(self.cluster.url + "/cluster", timeout=5).json()
+        except (requests.RequestException, ValueError):
+            # The gateway is between nodes: not ready yet.
+            return False
+        workers = [w for node in view.get("nodes", []) for w in node["workers"]]
+        expected = len(self.cluster.nodes) * self.cluster.workers
+        return sum(w["alive"] for w in workers) == expected and not view["problems"]
+
+    def non_json_log_lines(self) -> list[str]:
+        """Lines of the nodes' logs (stdout and stderr) that are not JSON:
+        a raw traceback would show up here."""
+        found = []
+        for log_file in Path(self.cluster.var_dir, "logs").glob("node-*.log"):
+            lines = log_file.read_text().splitlines()
+            found += [line for line in lines if not line.startswith("{")]
+        return found
+
+    def deaths(self) -> list[dict]:
+        """Every "died; restarting" line of the nodes' supervisors."""
+        found = []
+        for log_file in Path(self.cluster.var_dir, "logs").glob("node-*.log"):
+            for line in log_file.read_text().splitlines():
+                if "died; restarting" in line:
+                    found.append(json.loads(line))
+        return found
+
     def stat(self, field_name: str) -> int:
         """A counter summed over every node's stats hash."""
         total = 0
@@ -210,6 +335,44 @@ class Chaos:
 def _host_port(address: str) -> tuple[str, int]:
     host, _, port = address.rpartition(":")
     return host, int(port)
+
+
+class Load:
+    """A context manager: ``clients`` threads submit tasks through the
+    gateway, one after another, until the block ends."""
+
+    def __init__(self, chaos: Chaos, clients: int, limit: int) -> None:
+        self.chaos = chaos
+        self.limit = limit
+        self.stop = threading.Event()
+        self.threads = [threading.Thread(target=self._submit) for _ in range(clients)]
+
+    def _submit(self) -> None:
+        session = requests.Session()
+        n = 0
+        while not self.stop.is_set() and n < self.limit:
+            self.chaos.submit(session, n, 1)
+            n += 1
+        session.close()
+
+    def __enter__(self) -> Load:
+        for thread in self.threads:
+            thread.start()
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.stop.set()
+        for thread in self.threads:
+            thread.join()
+
+
+def cause_of(detail: str) -> str:
+    """What a 503 says refused the request, in one word."""
+    lowered = detail.lower()
+    for cause in ("loading", "out of memory", "did not answer", "unreachable", "refused"):
+        if cause in lowered:
+            return cause
+    return "other"
 
 
 def _expected(operation: str, a: int, b: int):

@@ -389,7 +389,10 @@ def test_readyz_is_503_until_every_worker_of_the_node_heartbeats(settings):
     second = Worker(settings, "node-1/w2")
     try:
         response = get(two_workers, "/readyz")
-        assert_problem(response, 503, "service-unavailable", "node-1/w1, node-1/w2")
+        problem = assert_problem(
+            response, 503, "service-unavailable", "node-1/w1: not heartbeating"
+        )
+        assert "node-1/w2: not heartbeating" in problem["detail"]
         assert response.headers["Retry-After"]
         first.beat()
         response = get(two_workers, "/readyz")
@@ -415,6 +418,48 @@ def test_readyz_is_503_when_valkey_may_evict_tasks(app, worker, client):
         assert_problem(get(app, "/readyz"), 503, "service-unavailable", "noeviction")
     finally:
         client.config_set("maxmemory-policy", "noeviction")
+    assert get(app, "/readyz").status == 200
+
+
+def test_readyz_names_a_full_valkey_and_is_ready_again_once_it_has_room(app, worker, client):
+    worker.beat()
+    client.config_set("maxmemory", "1")
+    try:
+        assert_problem(get(app, "/readyz"), 503, "service-unavailable", "valkey: Valkey is full")
+        cluster = strict_json(get(app, "/cluster").body)
+        assert any("Valkey is full" in p["reason"] for p in cluster["problems"])
+    finally:
+        client.config_set("maxmemory", "0")
+    assert get(app, "/readyz").status == 200
+
+
+def test_readyz_says_how_stale_a_silent_workers_heartbeat_is(app, worker, client):
+    worker.beat()
+    client.delete(store.heartbeat_key("node-1/w1"))
+    problem = assert_problem(get(app, "/readyz"), 503, "service-unavailable", "node-1/w1")
+    assert "heartbeat stale: last beat" in problem["detail"]
+    worker.beat()
+    assert get(app, "/readyz").status == 200
+
+
+def test_readyz_and_cluster_name_a_process_in_a_restart_loop(app, worker, client):
+    worker.beat()
+    looping = {"restarts": 4, "in_a_row": 3, "exit_code": 3, "at": 0}
+    client.hset(store.restarts_key("node-1"), "scheduler", json.dumps(looping))
+    problem = assert_problem(get(app, "/readyz"), 503, "service-unavailable", "restart loop")
+    assert (
+        "node-1/scheduler: restart loop: died 3 times in a row (last exit code 3)"
+        in (problem["detail"])
+    )
+    cluster = strict_json(get(app, "/cluster").body)
+    (node,) = cluster["nodes"]
+    assert node["restarts"] == {"scheduler": 4}
+    assert {
+        "part": "node-1/scheduler",
+        "reason": "restart loop: died 3 times in a row (last exit code 3)",
+    } in cluster["problems"]
+    calm = {**looping, "in_a_row": 0}
+    client.hset(store.restarts_key("node-1"), "scheduler", json.dumps(calm))
     assert get(app, "/readyz").status == 200
 
 

@@ -5,9 +5,14 @@ from __future__ import annotations
 import dataclasses
 import threading
 
-from tests.support import call
+from tests.support import call, wait_for
 from wizard import store
 from wizard.api import make_app
+from wizard.identity import UNKNOWN
+from wizard.worker import Worker
+
+#: Who the client is in these calls: wsgiref's test environ sets no address.
+CLIENT = UNKNOWN
 
 
 def post(app, key, a=1, b=2):
@@ -49,7 +54,8 @@ def test_concurrent_requests_with_one_key_create_one_task(settings, client):
     for thread in threads:
         thread.join()
 
-    assert {a.status for a in answers} == {202}
+    assert len(answers) == len(apps), "a request raised instead of answering"
+    assert [a.status for a in answers] == [202] * len(apps)
     assert len({a.json()["task_id"] for a in answers}) == 1
     assert client.llen(store.TASK_QUEUE) == 1
 
@@ -87,3 +93,34 @@ def test_an_empty_key_is_a_400_not_a_new_task_each_time(settings, client):
 
     assert response.status == 400
     assert client.dbsize() == 0
+
+
+def test_a_key_expires_no_later_than_its_task_and_is_fresh_again_after(settings, client):
+    short = dataclasses.replace(settings, result_ttl=2)
+    app = make_app(short)
+    first = post(app, "short-lived").json()["task_id"]
+    assert Worker(short, "node-1/w1").work_once() == "complete"
+    key, task = store.idempotency_key(CLIENT, "short-lived"), store.task_key(first)
+    assert 0 < client.pttl(key) <= client.pttl(task)
+
+    wait_for(lambda: not client.exists(task), timeout=10, what="the task expires")
+    assert not client.exists(key), "the key outlived its task"
+
+    again = post(app, "short-lived")
+    assert again.status == 202
+    assert again.json()["task_id"] != first
+    assert client.llen(store.TASK_QUEUE) == 1
+
+
+def test_a_key_whose_task_is_gone_creates_a_new_task(settings, client):
+    app = make_app(settings)
+    first = post(app, "orphaned-key").json()["task_id"]
+    client.delete(store.task_key(first))
+
+    again = post(app, "orphaned-key")
+
+    assert again.status == 202
+    second = again.json()["task_id"]
+    assert second != first
+    assert client.get(store.idempotency_key(CLIENT, "orphaned-key")) == second
+    assert post(app, "orphaned-key").json()["task_id"] == second

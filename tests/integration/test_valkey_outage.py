@@ -115,7 +115,7 @@ def worker_backed_off(log: Path) -> bool:
     """True once the worker itself has logged that Valkey is unreachable."""
     for text in log.read_text().splitlines():
         line = json.loads(text)
-        if line["process"] == WORKER and line["event"] == "Valkey unreachable; backing off":
+        if line["process"] == WORKER and line.get("kind") == "connection":
             return True
     return False
 

@@ -7,8 +7,9 @@ import threading
 
 from tests.support import wait_for
 from wizard import queue, store
+from wizard.faults import retry_delay
 from wizard.scheduler import Scheduler
-from wizard.worker import Worker, reconnect_delay
+from wizard.worker import Worker
 
 
 def submit(client, operation="add", a=1, b=2):
@@ -114,7 +115,7 @@ def test_the_lease_is_renewed_while_the_operation_keeps_the_cpu_busy(settings, c
 
 
 def test_reconnect_delays_grow_and_stay_capped():
-    ceilings = [max(reconnect_delay(n) for _ in range(200)) for n in (1, 3, 10, 30)]
+    ceilings = [max(retry_delay(n) for _ in range(200)) for n in (1, 3, 10, 30)]
 
     assert ceilings[0] <= 0.2 + 1e-9
     assert ceilings[0] < ceilings[1] < ceilings[2]

@@ -39,6 +39,8 @@ class RetryOutcome(str, Enum):
     FENCED = "fenced"
     #: The task expired; nothing to hand back.
     GONE = "gone"
+    #: The reaper's only: the holder renewed its lease since the reaper looked.
+    RENEWED = "renewed"
 
 
 @dataclass(frozen=True)
@@ -85,7 +87,9 @@ class HandBack:
     worker's task, so a worker that finished meanwhile wins. ``reason`` is a
     short word (``worker_lost``, ``timeout``, ``shutdown``), ``error`` a
     sentence, ``delay_seconds`` the wait before the next attempt (0: to the
-    front of the queue now).
+    front of the queue now). ``only_if_expired`` is the reaper's: hand back
+    only if the lease has still run out when the script runs (by Valkey's
+    clock), so a holder that renewed since the reaper looked keeps its task.
     """
 
     task_id: str
@@ -94,6 +98,7 @@ class HandBack:
     reason: str
     error: str
     delay_seconds: float = 0.0
+    only_if_expired: bool = False
 
 
 @dataclass(frozen=True)
@@ -109,6 +114,7 @@ class _RetryArgs:
     due: str
     now: str
     dead_letter_ttl: int
+    only_if_expired: int
 
 
 def take(
@@ -262,6 +268,7 @@ def retry(
             due=repr(due),
             now=repr(now),
             dead_letter_ttl=policy.dead_letter_ttl_seconds,
+            only_if_expired=int(hand_back.only_if_expired),
         ),
     )
     return RetryOutcome(reply)

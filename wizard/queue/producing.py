@@ -18,7 +18,8 @@ from ..config import DurableAck
 from ..operations import Number
 from .task import TaskStatus, new_task_id
 
-#: How long an idempotency key remembers its task, seconds (24 hours).
+#: Longest an idempotency key remembers its task, seconds (24 hours); never
+#: longer than the task itself lives (see :func:`submit_once`).
 IDEMPOTENCY_TTL = 86400
 
 
@@ -96,6 +97,7 @@ def submit_once(
     b: Number,
     *,
     accepted_by: str,
+    result_ttl: int = IDEMPOTENCY_TTL,
     durable: DurableAck | bool = DurableAck.OFF,
     client_id: str = "",
 ) -> tuple[str, bool]:
@@ -106,9 +108,15 @@ def submit_once(
 
     Check-and-set with WATCH/MULTI/EXEC (optimistic locking): if another
     request with the same key commits between our read and our EXEC, the
-    transaction is refused and we read again. The key expires after
-    IDEMPOTENCY_TTL seconds. As in the IETF draft "The Idempotency-Key HTTP
-    Header Field" (draft-ietf-httpapi-idempotency-key-header).
+    transaction is refused and we read again. As in the IETF draft "The
+    Idempotency-Key HTTP Header Field"
+    (draft-ietf-httpapi-idempotency-key-header).
+
+    A key never outlives the task it names: it expires
+    min(IDEMPOTENCY_TTL, ``result_ttl``) seconds after it was set, and the
+    task lives until ``result_ttl`` seconds after it *ends*, which is later.
+    A key whose task is gone all the same (deleted from the dead-letter
+    queue) is a fresh key: it creates a new task.
 
     Returns (task id, created): created is False when the key already named a
     task, whose id is returned.
@@ -125,12 +133,12 @@ def submit_once(
             try:
                 tx.watch(key)
                 existing = tx.get(key)
-                if existing is not None:
+                if existing is not None and tx.exists(store.task_key(existing)):
                     tx.unwatch()
                     _check_same_input(client, existing, operation, a, b)
                     return existing, False
                 tx.multi()
-                tx.set(key, task_id, ex=IDEMPOTENCY_TTL)
+                tx.set(key, task_id, ex=min(IDEMPOTENCY_TTL, result_ttl))
                 _enqueue(tx, task_id, operation, a, b, accepted_by)
                 tx.execute()
                 break
@@ -145,7 +153,7 @@ def submit_once(
 def _check_same_input(client: valkey.Valkey, task_id: str, operation: str, a, b) -> None:
     stored = client.hmget(store.task_key(task_id), "operation", "a", "b")
     if stored[0] is None:
-        return  # the task itself has expired; the key still names it
+        return  # the task expired a moment ago: nothing left to compare
     if stored != [operation, json.dumps(a), json.dumps(b)]:
         raise KeyReused(
             f"this Idempotency-Key already created task {task_id} with other input; "

@@ -18,14 +18,26 @@
 -- ARGV[7] due              when to run again, Unix seconds (0 = front of the queue now)
 -- ARGV[8] now              Unix seconds, the dead letter's finished_at
 -- ARGV[9] dead_letter_ttl  how long a dead letter stays readable, seconds
+-- ARGV[10] only_if_expired 1 for the reaper: act only if the lease has run
+--                          out by Valkey's clock when this runs, 0 for the holder
 --
--- Returns 'retry', 'dead', 'fenced' (caller lost the lease) or 'gone'
--- (the task expired).
+-- Returns 'retry', 'dead', 'fenced' (caller lost the lease), 'gone' (the
+-- task expired) or 'renewed' (the reaper's view is stale: the holder
+-- renewed its lease since the reaper looked, e.g. while this call waited
+-- out a CLIENT PAUSE).
 local worker_id, attempt, task_id = ARGV[1], ARGV[2], ARGV[3]
 local reason, error_text = ARGV[4], ARGV[5]
 local max_attempts, due, now = tonumber(ARGV[6]), ARGV[7], ARGV[8]
-local dead_letter_ttl = tonumber(ARGV[9])
-local f = redis.call('HMGET', KEYS[1], 'status', 'lease_owner', 'attempts', 'operation')
+local dead_letter_ttl, only_if_expired = tonumber(ARGV[9]), ARGV[10]
+local f = redis.call('HMGET', KEYS[1], 'status', 'lease_owner', 'attempts', 'operation',
+  'lease_expires')
+if only_if_expired == '1' and f[5] then
+  local t = redis.call('TIME')
+  local now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  if tonumber(f[5]) >= now_ms then
+    return 'renewed'
+  end
+end
 redis.call('LREM', KEYS[2], 1, task_id)
 if not f[1] then
   return 'gone'
