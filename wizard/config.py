@@ -285,6 +285,10 @@ class Settings:
     #: be fewer than ``threads`` so health checks always find a free thread.
     #: Past it /add answers 503 at once (``WIZARD_SYNC_SLOTS``).
     sync_slots: int = 4
+    #: Tasks a worker takes in one round trip and records in the next
+    #: (``WIZARD_BATCH``): more throughput, but a dead worker's whole batch
+    #: waits out its lease, and the last task of a batch starts later.
+    batch: int = 1
 
     # Each setting: (environment variable, parser). The field order above is
     # the order of this table; from_env walks it.
@@ -321,6 +325,7 @@ class Settings:
             "trusted_proxies": ("WIZARD_TRUSTED_PROXIES", _networks),
             "max_pending": ("WIZARD_MAX_PENDING", _integer(1, 10_000_000)),
             "sync_slots": ("WIZARD_SYNC_SLOTS", _integer(1, 255)),
+            "batch": ("WIZARD_BATCH", _integer(1, 1000)),
         }
 
     @classmethod

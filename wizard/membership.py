@@ -13,9 +13,10 @@ A worker id is ``<node>/w<n>`` (:func:`worker_id`), built only here::
 
     >>> worker_id("node-1", 2)
     'node-1/w2'
-    >>> card = WorkerCard("node-1/w2", node="node-1", pid=41, at=1700000000.0)
-    >>> card.to_json()
-    '{"node": "node-1", "pid": 41, "at": 1700000000.0, "tasks_done": 0, "task_id": null}'
+    >>> card = WorkerCard("node-1/w2", node="node-1", pid=41, started=1699999990.0,
+    ...                   at=1700000000.0)
+    >>> sorted(json.loads(card.to_json()))
+    ['at', 'node', 'pid', 'started', 'task_id', 'tasks_done']
 """
 
 from __future__ import annotations
@@ -47,23 +48,27 @@ def node_worker_ids(node_id: str, workers: int) -> list[str]:
 class WorkerCard:
     """One worker's last heartbeat, as stored (JSON) under its id.
 
-    ``at`` is when it beat (Unix seconds, the worker's clock); ``task_id``
-    the task it held then (None when idle); ``tasks_done`` how many tasks it
-    has recorded since it started.
+    ``started`` is when the worker started and ``at`` when it beat (Unix
+    seconds, the worker's clock); ``task_id`` the task it was running then
+    (None when idle); ``tasks_done`` how many tasks it has recorded since
+    it started.
     """
 
     worker_id: str
     node: str
     pid: int | None
+    started: float
     at: float
     tasks_done: int = 0
     task_id: str | None = None
 
     def to_json(self) -> str:
-        """The stored form: ``{"node", "pid", "at", "tasks_done", "task_id"}``."""
+        """The stored form: ``{"node", "pid", "started", "at", "tasks_done",
+        "task_id"}``."""
         fields = {
             "node": self.node,
             "pid": self.pid,
+            "started": self.started,
             "at": self.at,
             "tasks_done": self.tasks_done,
             "task_id": self.task_id,
@@ -78,6 +83,7 @@ class WorkerCard:
             worker_id=worker,
             node=fields.get("node", ""),
             pid=fields.get("pid"),
+            started=fields.get("started", 0),
             at=fields.get("at", 0),
             tasks_done=fields.get("tasks_done", 0),
             task_id=fields.get("task_id"),
@@ -88,9 +94,10 @@ class WorkerCard:
         return max(0.0, now - self.at)
 
 
-def beat(client: valkey.Valkey, card: WorkerCard, *, ttl_ms: int) -> None:
+def beat(client: valkey.Valkey, card: WorkerCard, *, ttl_ms: int) -> int:
     """Write ``card``: the heartbeat key (expiring after ``ttl_ms``
-    milliseconds) and the registry entry, in one round trip.
+    milliseconds) and the registry entry, in one round trip. Returns
+    Valkey's clock at the beat (TIME), Unix microseconds.
 
     Raises:
         valkey.ConnectionError, valkey.TimeoutError: Valkey is unreachable.
@@ -99,7 +106,9 @@ def beat(client: valkey.Valkey, card: WorkerCard, *, ttl_ms: int) -> None:
     with client.pipeline(transaction=False) as pipe:
         pipe.set(store.heartbeat_key(card.worker_id), text, px=ttl_ms)
         pipe.hset(store.WORKER_REGISTRY, card.worker_id, text)
-        pipe.execute()
+        pipe.time()
+        seconds, micros = pipe.execute()[-1]
+    return seconds * 1_000_000 + micros
 
 
 def sign_off(client: valkey.Valkey, worker: str) -> None:

@@ -9,6 +9,18 @@ Two sources meet here:
   read from the queue at scrape time (depth, oldest pending age, in flight,
   delayed, dead letters, live workers).
 
+A worker does not write its counters with every task: that was four of the
+sixteen Valkey commands a task cost. It counts in memory (:class:`Tally`)
+and adds the counts to Valkey with one command a second, from its heartbeat
+thread. So ``/metrics`` may be up to a second late, and a worker killed
+with SIGKILL takes at most its last second of counts with it (the tasks
+themselves are safe: their records are written with every task).
+
+Every sample carries a ``node`` label naming the node that answered, so the
+scrapes of several nodes (through the gateway or each on its own) never
+mix: the counters are this node's, the queue gauges the shared queue's as
+this node saw it.
+
 Names follow the Prometheus naming conventions (base units in the name,
 ``_total`` for counters, ``_seconds`` for durations)::
 
@@ -18,9 +30,11 @@ Names follow the Prometheus naming conventions (base units in the name,
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections.abc import Iterable
+from dataclasses import dataclass
 
 import valkey
 
@@ -37,7 +51,7 @@ HTTP_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.
 
 #: Upper bounds of the task-duration histogram, milliseconds (Prometheus
 #: "le" buckets; "+Inf" is implied). Workers add to it as they finish tasks
-#: (:func:`duration_bucket` names the bucket they pass to the queue).
+#: (:func:`duration_bucket` names the bucket of a duration).
 DURATION_BUCKETS_MS = (1, 5, 10, 50, 100, 500, 1000, 2500, 5000, 10000, 30000)
 
 
@@ -48,6 +62,80 @@ def duration_bucket(duration_ms: float) -> str:
         if duration_ms <= upper:
             return str(upper)
     return "+Inf"
+
+
+@dataclass(frozen=True)
+class _FlushArgs:
+    """ARGV of ``flush.lua``: JSON objects, field -> amount to add."""
+
+    counts: str
+    buckets: str
+    sums: str
+
+
+class Tally:
+    """A worker's task counts and durations since its last flush, in memory.
+
+    The main thread adds (:meth:`task_ended`); the heartbeat thread moves
+    the totals to Valkey once a second (:meth:`flush`, one command). Fields
+    are those of ``stats:node:<node>`` (``complete:<op>``, ``failed:<op>``)
+    and ``stats:duration:<node>`` (``<op>|<le>``, ``<op>|sum`` in ms).
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._counts: dict[str, int] = {}
+        self._buckets: dict[str, int] = {}
+        self._sums: dict[str, float] = {}
+
+    def task_ended(self, operation: str, status: str, duration_ms: float) -> None:
+        """Count one task of ``operation`` that ended with ``status``
+        (``complete`` or ``failed``) after ``duration_ms`` milliseconds."""
+        count, bucket = f"{status}:{operation}", f"{operation}|{duration_bucket(duration_ms)}"
+        total = f"{operation}|sum"
+        with self._lock:
+            self._counts[count] = self._counts.get(count, 0) + 1
+            self._buckets[bucket] = self._buckets.get(bucket, 0) + 1
+            self._sums[total] = self._sums.get(total, 0.0) + duration_ms
+
+    def flush(self, scripts: queue.Scripts, node_id: str) -> bool:
+        """Add what was counted since the last flush to ``node_id``'s
+        counters in Valkey (``flush.lua``, one command) and start again
+        from zero. Returns False if there was nothing to add.
+
+        Raises:
+            valkey.ConnectionError, valkey.TimeoutError: Valkey is
+                unreachable; the counts are kept for the next flush.
+        """
+        with self._lock:
+            counts, buckets, sums = self._counts, self._buckets, self._sums
+            self._counts, self._buckets, self._sums = {}, {}, {}
+        if not counts:
+            return False
+        args = _FlushArgs(
+            counts=json.dumps(counts),
+            buckets=json.dumps(buckets),
+            sums=json.dumps({field: round(ms, 3) for field, ms in sums.items()}),
+        )
+        keys = [store.stats_key(node_id), store.duration_key(node_id)]
+        try:
+            scripts.flush(keys=keys, args=args)
+        except valkey.exceptions.ValkeyError:
+            # Not written (Valkey away): put the counts back so the next
+            # flush adds them. If Valkey ran the script and only its reply
+            # was lost, these counts are added twice: rare, and a counter
+            # that gains a few is the lesser harm next to one that resets.
+            self._merge(counts, buckets, sums)
+            raise
+        return True
+
+    def _merge(self, counts: dict, buckets: dict, sums: dict) -> None:
+        with self._lock:
+            for mine, theirs in ((self._counts, counts), (self._buckets, buckets)):
+                for field, n in theirs.items():
+                    mine[field] = mine.get(field, 0) + n
+            for field, ms in sums.items():
+                self._sums[field] = self._sums.get(field, 0.0) + ms
 
 
 class ApiMetrics:
@@ -236,10 +324,30 @@ def queue_snapshot(client: valkey.Valkey) -> dict:
 
 
 def render(http: ApiMetrics, client: valkey.Valkey, node_id: str) -> str:
-    """The whole exposition for ``GET /metrics``.
+    """The whole exposition for ``GET /metrics``, every sample labelled
+    ``node="<node_id>"``.
 
     Raises:
         valkey.ConnectionError, valkey.TimeoutError: Valkey is unreachable.
     """
     lines = [*http.lines(), *task_lines(client, node_id), *queue_lines(client)]
-    return "\n".join(lines) + "\n"
+    node = f'node="{_escape(node_id)}"'
+    return "\n".join(with_label(line, node) for line in lines) + "\n"
+
+
+def with_label(line: str, label: str) -> str:
+    """``line`` with ``label`` (``name="value"``) first among its sample's
+    labels; comment lines (``# HELP``, ``# TYPE``) unchanged::
+
+        >>> with_label('up{job="a"} 1', 'node="n1"')
+        'up{node="n1",job="a"} 1'
+        >>> with_label("up 1", 'node="n1"')
+        'up{node="n1"} 1'
+    """
+    if line.startswith("#"):
+        return line
+    name, brace, rest = line.partition("{")
+    if brace:
+        return f"{name}{{{label},{rest}"
+    name, _, value = line.partition(" ")
+    return f"{name}{{{label}}} {value}"

@@ -45,8 +45,8 @@ DEAD_LETTER_QUEUE = "dead_letter_queue"
 RECENT_TASKS = "tasks:recent"
 RECENT_LIMIT = 200
 
-#: hash worker id -> its last heartbeat card, JSON {"node", "pid", "at",
-#: "tasks_done", "task_id"} (wizard.membership.WorkerCard): every worker
+#: hash worker id -> its last heartbeat card, JSON {"node", "pid", "started",
+#: "at", "tasks_done", "task_id"} (wizard.membership.WorkerCard): every worker
 #: seen within the last hour, so /cluster can show dead ones greyed out.
 WORKER_REGISTRY = "workers"
 
@@ -56,11 +56,13 @@ SCHEDULER_LOCK = "scheduler:lock"
 
 #: hash of one node's counters: "complete:<op>",
 #: "failed:<op>", "retried", "dead_lettered", "fenced_writes". Integers,
-#: only ever HINCRBY; each node counts what its own processes did.
+#: only ever HINCRBY; each node counts what its own processes did (its
+#: workers add their complete/failed counts once a second, flush.lua).
 STATS_PREFIX = "stats:node:"
 
 #: hash of one node's task-duration histogram: "<op>|<le>" -> count, and
-#: "<op>|sum" -> total milliseconds. Written by that node's workers.
+#: "<op>|sum" -> total milliseconds. Added by that node's workers once a
+#: second (flush.lua).
 DURATION_PREFIX = "stats:duration:"
 
 #: string per client and Idempotency-Key header value: the id of the task it

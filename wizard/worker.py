@@ -1,15 +1,26 @@
-"""Worker: the consumer. Take one task, run it, record the outcome; repeat.
+"""Worker: the consumer. Take a task, run it, record the outcome; repeat.
 
-:meth:`Worker.work_once` is one step and is what the tests drive;
-:meth:`Worker.run` only loops, checks the stop flag and backs off when
-Valkey is away::
+:meth:`Worker.work_once` takes, runs and records, and is what the tests
+drive; :meth:`Worker.run` loops over :meth:`Worker.step`, which sends the
+outcome of the task just run together with the take of the next, so a busy
+worker costs one round trip to Valkey per task. It never takes a task while
+another runs (no prefetching): a task waiting in a worker's hands is a task
+another idle worker could have run, and one more to redo if it dies.
+
+With ``WIZARD_BATCH=N`` a step takes up to N tasks at once and the next one
+records them all: N times fewer round trips, but if the worker dies the
+whole batch waits out a lease, and the last task of a batch starts only
+when those before it have run::
 
     >>> worker = Worker(settings, "node-1/w1")        # doctest: +SKIP
     >>> worker.work_once()                            # doctest: +SKIP
     'complete'
 
-While a worker holds a task, a heartbeat thread renews both its heartbeat
-key (``worker:<id>``) and the task's lease, every third of a lease, even when
+Counters and durations for ``/metrics`` stay in the worker's memory and go
+to Valkey once a second with the heartbeat (:class:`wizard.metrics.Tally`).
+
+While a worker holds tasks, a heartbeat thread renews both its heartbeat
+key (``worker:<id>``) and the tasks' leases, every third of a lease, even when
 the operation keeps the CPU busy (the GIL is handed over every 5 ms). A
 worker that stops heartbeating (killed, frozen) is dead to the reaper.
 
@@ -26,6 +37,7 @@ import os
 import signal
 import threading
 import time
+from dataclasses import dataclass
 from enum import Enum
 
 import valkey
@@ -88,7 +100,28 @@ class Worker:
         self.scripts = queue.Scripts(self.client)
         self.policy = queue.RetryPolicy.from_settings(settings)
         self.lease_ms = int(settings.lease_seconds * 1000)
+        self.taking = queue.Taking(
+            node_id=settings.node_id,
+            lease_ms=self.lease_ms,
+            block_seconds=settings.block_seconds,
+            result_ttl=settings.result_ttl,
+            batch=settings.batch,
+            fetch=settings.fetch,
+        )
+        #: When this worker started, Unix seconds (shown on its card).
+        self.started = time.time()
+        #: The task running now, if any.
         self.current: queue.Claim | None = None
+        #: Every task taken by the last step and not yet recorded: the
+        #: heartbeat renews their leases.
+        self.held: tuple[queue.Claim, ...] = ()
+        #: Outcomes computed but not yet sent (they go with the next step).
+        self.unsent: list[_Ran] = []
+        #: Task counts and durations not yet added to Valkey.
+        self.tally = metrics.Tally()
+        #: Valkey's clock minus this one, microseconds, measured at each beat
+        #: (None before the first): a claim is stamped with it.
+        self.clock_offset_us: float | None = None
         self.tasks_done = 0
         self.stop_reason: str | None = None
         self._stopping = threading.Event()  # ends the heartbeat thread
@@ -99,49 +132,126 @@ class Worker:
     # --- one step ------------------------------------------------------
 
     def work_once(self) -> WorkOutcome | None:
-        """Take one task (blocking up to ``block_seconds``), run it and record
-        its outcome.
+        """Take tasks (up to ``WIZARD_BATCH``, blocking up to
+        ``block_seconds``), run them, record their outcomes and add the
+        counts to Valkey: everything one task needs, done at once, which is
+        how tests and a reader step through it. :meth:`run` does the same
+        with one round trip per task (:meth:`step`).
 
-        Returns None if no task arrived, else what happened to it (a
-        :class:`WorkOutcome`, equal to its text: ``"complete"``, ``"failed"``,
-        ``"retry"``, ``"dead"``, ``"fenced"``).
+        Returns None if no task arrived, else what happened to the first
+        one (a :class:`WorkOutcome`, equal to its text: ``"complete"``,
+        ``"failed"``, ``"retry"``, ``"dead"``, ``"fenced"``).
 
         Raises:
             valkey.ConnectionError, valkey.TimeoutError: Valkey is unreachable
                 while taking a task (nothing was taken) or while recording
                 (the lease runs out and the reaper hands the task back).
         """
-        claim = queue.take(
+        outcomes = self.step()
+        if self.unsent:
+            outcomes += self._with_reconnect(lambda: self.step(take=False))
+        self.tally.flush(self.scripts, self.settings.node_id)
+        return outcomes[0] if outcomes else None
+
+    def step(self, take: bool = True) -> list[WorkOutcome]:
+        """One round trip and the tasks it brings: send the outcomes of the
+        tasks run since the last step and take the next ones
+        (:func:`wizard.queue.step`), then run them. Their outcomes wait in
+        :attr:`unsent` for the next step, so a busy worker talks to Valkey
+        once per task (once per batch with ``WIZARD_BATCH``).
+
+        Returns what happened to each task whose fate is now known: those
+        just recorded (complete, failed, fenced) and those handed back.
+
+        Raises:
+            valkey.ConnectionError, valkey.TimeoutError: Valkey is
+                unreachable; the outcomes stay in :attr:`unsent` and are
+                sent again with the next step (a repeat is harmless).
+        """
+        take = take and self.stop_reason is None
+        reply = queue.step(
             self.client,
             self.scripts,
             self.worker_id,
-            lease_ms=self.lease_ms,
-            block_seconds=self.settings.block_seconds,
-            fetch=self.settings.fetch,
+            self.taking,
+            outcomes=[ran.outcome for ran in self.unsent],
+            take=take,
+            now_us=self._valkey_now_us(),
         )
-        if claim is None:
-            return None
-        self.current = claim
-        try:
-            return self._run(claim)
-        finally:
-            self.current = None
+        settled = self._settle(reply.written)
+        self.held = reply.claims
+        return settled + self._run_all(reply.claims)
 
-    def _run(self, claim: queue.Claim) -> WorkOutcome:
+    def _valkey_now_us(self) -> int | None:
+        if self.clock_offset_us is None:
+            return None
+        return int(time.time() * 1_000_000 + self.clock_offset_us)
+
+    def _settle(self, written: tuple[bool, ...]) -> list[WorkOutcome]:
+        """Log and count the outcomes the last step recorded."""
+        sent, self.unsent = self.unsent[: len(written)], self.unsent[len(written) :]
+        settled = []
+        for ran, ok in zip(sent, written, strict=True):
+            claim = ran.outcome.claim
+            extra = {
+                "task_id": claim.task_id,
+                "attempt": claim.attempt,
+                "duration_ms": round(ran.duration_ms, 3),
+            }
+            if not ok:
+                log.warning("result refused: lease lost to another worker", extra=extra)
+                settled.append(WorkOutcome.FENCED)
+                continue
+            self.tasks_done += 1
+            self.tally.task_ended(claim.operation, ran.status.value, ran.duration_ms)
+            if ran.outcome.error is not None:
+                log.info("task failed", extra={**extra, "error": ran.outcome.error})
+                settled.append(WorkOutcome.FAILED)
+            else:
+                log.info("task complete", extra=extra)
+                settled.append(WorkOutcome.COMPLETE)
+        return settled
+
+    def _run_all(self, claims: tuple[queue.Claim, ...]) -> list[WorkOutcome]:
+        """Run ``claims`` one after the other. Those still waiting when a
+        stop is asked go straight back to the queue."""
+        handed_back = []
+        for claim in claims:
+            if self.stop_reason is not None:
+                reason = "worker stopped before starting it"
+                handed_back.append(self._hand_back(claim, "shutdown", reason))
+                continue
+            self.current = claim
+            try:
+                found = self._run(claim)
+            finally:
+                self.current = None
+            if found is not None:
+                handed_back.append(found)
+        return handed_back
+
+    def _run(self, claim: queue.Claim) -> WorkOutcome | None:
+        """Run one task: its outcome joins :attr:`unsent` (None returned),
+        or it is handed back at once (what happened returned)."""
         started = time.perf_counter()
-        extra = {"task_id": claim.task_id, "attempt": claim.attempt}
-        log.debug("task taken", extra=extra)
+        log.debug("task taken", extra={"task_id": claim.task_id, "attempt": claim.attempt})
         try:
             result = self._compute(claim)
         except (OperationFailed, UnknownOperation, TypeError, ValueError) as error:
             # Permanent: the same input gives the same error on every retry.
-            return self._record(claim, started, error=str(error))
+            self._keep(queue.Outcome(claim, error=str(error)), started)
+            return None
         except TaskTimeout:
             limit = self.settings.task_timeout
             return self._hand_back(claim, "timeout", f"ran longer than {limit:g} s", backoff=True)
         except GraceOver:
             return self._hand_back(claim, "shutdown", "worker stopped before finishing")
-        return self._record(claim, started, result=result)
+        self._keep(queue.Outcome(claim, result=result), started)
+        return None
+
+    def _keep(self, outcome: queue.Outcome, started: float) -> None:
+        duration_ms = (time.perf_counter() - started) * 1000
+        self.unsent.append(_Ran(outcome, duration_ms))
 
     def _compute(self, claim: queue.Claim) -> queue.Number:
         """Run the operation under a time limit: SIGALRM after
@@ -167,43 +277,6 @@ class Worker:
         if self._grace_deadline is None:
             return limit
         return max(0.001, min(limit, self._grace_deadline - time.monotonic()))
-
-    def _record(
-        self,
-        claim: queue.Claim,
-        started: float,
-        *,
-        result: queue.Number | None = None,
-        error: str | None = None,
-    ) -> WorkOutcome:
-        duration_ms = (time.perf_counter() - started) * 1000
-        written = self._with_reconnect(
-            lambda: queue.finish(
-                self.client,
-                self.scripts,
-                claim,
-                node_id=self.settings.node_id,
-                result_ttl=self.settings.result_ttl,
-                duration_ms=duration_ms,
-                bucket=metrics.duration_bucket(duration_ms),
-                result=result,
-                error=error,
-            )
-        )
-        extra = {
-            "task_id": claim.task_id,
-            "attempt": claim.attempt,
-            "duration_ms": round(duration_ms, 3),
-        }
-        if not written:
-            log.warning("result refused: lease lost to another worker", extra=extra)
-            return WorkOutcome.FENCED
-        self.tasks_done += 1
-        if error is not None:
-            log.info("task failed", extra={**extra, "error": error})
-            return WorkOutcome.FAILED
-        log.info("task complete", extra=extra)
-        return WorkOutcome.COMPLETE
 
     def _hand_back(
         self, claim: queue.Claim, reason: str, error: str, backoff: bool = False
@@ -238,9 +311,14 @@ class Worker:
     # --- heartbeat -----------------------------------------------------
 
     def beat(self) -> None:
-        """Write this worker's card (:func:`wizard.membership.beat`) and
-        renew the lease on the task it holds (one round trip, plus one if
-        holding).
+        """Write this worker's card (:func:`wizard.membership.beat`), renew
+        the leases on the tasks it holds, and add its counts of the last
+        second to Valkey (:class:`wizard.metrics.Tally`): one round trip,
+        plus one per task held, plus one if anything was counted.
+
+        The beat also reads Valkey's clock (TIME): the offset to this
+        machine's clock, good to half a round trip, lets a step stamp its
+        claims with Valkey's time without a TIME of its own.
 
         Raises:
             valkey.ConnectionError, valkey.TimeoutError: Valkey is unreachable.
@@ -250,13 +328,18 @@ class Worker:
             self.worker_id,
             node=self.settings.node_id,
             pid=os.getpid(),
+            started=self.started,
             at=time.time(),
             tasks_done=self.tasks_done,
             task_id=claim.task_id if claim else None,
         )
-        membership.beat(self.client, card, ttl_ms=self.lease_ms)
-        if claim is not None:
-            queue.renew(self.client, self.scripts, claim, lease_ms=self.lease_ms)
+        sent = time.time()
+        valkey_us = membership.beat(self.client, card, ttl_ms=self.lease_ms)
+        midway = (sent + time.time()) / 2
+        self.clock_offset_us = valkey_us - midway * 1_000_000
+        for held in self.held:
+            queue.renew(self.client, self.scripts, held, lease_ms=self.lease_ms)
+        self.tally.flush(self.scripts, self.settings.node_id)
 
     def _heartbeat_loop(self) -> None:
         """The heartbeat thread: beat, rest, repeat until the worker stops.
@@ -311,15 +394,41 @@ class Worker:
             pause=self._wake.wait,
             what="worker step",
         )
+        self._record_the_rest()
         self._stopping.set()
         heartbeat.join(timeout=2)
+        self._flush_counts()
         self._sign_off()
         log.info(f"worker stopping: {self.stop_reason}", extra={"pid": os.getpid()})
 
     def _step(self) -> None:
         chaos, node_id = self.settings.chaos_operations, self.settings.node_id
         faults.inject(self.client, chaos, node_id, "worker")
-        self.work_once()
+        self.step()
+
+    def _record_the_rest(self) -> None:
+        """Send the outcomes still unsent when the loop ends (within one
+        lease; after that the reaper hands those tasks back)."""
+        if not self.unsent:
+            return
+        try:
+            self._with_reconnect(lambda: self.step(take=False))
+        except valkey.ValkeyError as error:
+            if faults.valkey_trouble(error) is None:
+                raise
+            # Gave up after a lease: the reaper hands these tasks back.
+            log.warning(
+                "outcomes not recorded: Valkey unreachable", extra={"tasks": len(self.unsent)}
+            )
+
+    def _flush_counts(self) -> None:
+        try:
+            self.tally.flush(self.scripts, self.settings.node_id)
+        except valkey.ValkeyError as error:
+            if faults.valkey_trouble(error) is None:
+                raise
+            # The last second of counts is lost; the task records are safe.
+            log.warning("last counts not added to the metrics: Valkey unreachable")
 
     def _sign_off(self) -> None:
         try:
@@ -349,6 +458,21 @@ class Worker:
         if self._grace_deadline is not None and time.monotonic() >= self._grace_deadline - 0.005:
             raise GraceOver()
         raise TaskTimeout()
+
+
+@dataclass(frozen=True)
+class _Ran:
+    """A task run, its outcome not yet recorded: the outcome and how long
+    the worker spent on it, milliseconds."""
+
+    outcome: queue.Outcome
+    duration_ms: float
+
+    @property
+    def status(self) -> queue.TaskStatus:
+        """``complete``, or ``failed`` when the outcome is an error."""
+        failed = self.outcome.error is not None
+        return queue.TaskStatus.FAILED if failed else queue.TaskStatus.COMPLETE
 
 
 def run_worker(settings: Settings, worker_id: str) -> None:

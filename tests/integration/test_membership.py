@@ -13,7 +13,9 @@ from wizard.scheduler import Scheduler
 
 def card(worker_id: str, at: float, task_id: str | None = None) -> membership.WorkerCard:
     node = worker_id.partition("/")[0]
-    return membership.WorkerCard(worker_id, node=node, pid=4242, at=at, task_id=task_id)
+    return membership.WorkerCard(
+        worker_id, node=node, pid=4242, started=at - 5, at=at, task_id=task_id
+    )
 
 
 def test_worker_ids_are_node_slash_w_and_a_number():
@@ -22,12 +24,15 @@ def test_worker_ids_are_node_slash_w_and_a_number():
 
 def test_a_beat_stores_the_card_under_its_heartbeat_key_and_in_the_registry(client):
     now = time.time()
-    membership.beat(client, card("node-1/w1", now, task_id="ab" * 16), ttl_ms=5000)
+    valkey_us = membership.beat(client, card("node-1/w1", now, task_id="ab" * 16), ttl_ms=5000)
 
+    seconds, micros = client.time()
+    assert 0 <= seconds * 1_000_000 + micros - valkey_us < 60_000_000
     stored = json.loads(client.get(store.heartbeat_key("node-1/w1")))
     assert stored == {
         "node": "node-1",
         "pid": 4242,
+        "started": now - 5,
         "at": now,
         "tasks_done": 0,
         "task_id": "ab" * 16,

@@ -12,6 +12,7 @@ import re
 import pytest
 
 from tests.unit.test_layout import PACKAGE
+from wizard import metrics
 from wizard.queue import consuming, deadletters, recovery
 from wizard.queue.scripts import LUA_DIR, Script
 
@@ -19,9 +20,9 @@ LUA_FILES = sorted(PACKAGE.rglob("*.lua"))
 
 #: The dataclass each queue script's ARGV is built from.
 ARGUMENTS = {
-    "claim.lua": consuming._ClaimArgs,
+    "step.lua": consuming._StepArgs,
     "renew.lua": consuming._RenewArgs,
-    "finish.lua": consuming._FinishArgs,
+    "flush.lua": metrics._FlushArgs,
     "retry.lua": consuming._RetryArgs,
     "unclaim.lua": recovery._UnclaimArgs,
     "promote.lua": recovery._PromoteArgs,

@@ -11,18 +11,19 @@ One module per step, each small enough to read in one sitting:
 - :mod:`.task`: the record (``task:<id>``), its states, a worker's claim;
 - :mod:`.producing`: :func:`submit` (and :func:`submit_once`, idempotent);
 - :mod:`.reading`: status, recent tasks, counts, dead letters (never writes);
-- :mod:`.consuming`: :func:`take`, :func:`renew`, :func:`finish`, :func:`retry`;
+- :mod:`.consuming`: :func:`step` (record outcomes and take the next tasks
+  in one round trip), :func:`take`, :func:`renew`, :func:`finish`, :func:`retry`;
 - :mod:`.recovery`: the reaper's tools (find_lost, requeue, promote_due);
 - :mod:`.deadletters`: redrive or delete a dead letter;
 - :mod:`.policy`: the :class:`RetryPolicy` (attempts, backoff, TTLs);
 - :mod:`.scripts`: the runner of the Lua scripts, which are files here
-  (``claim.lua``, ``finish.lua``, ...) whose headers name their KEYS and ARGV.
+  (``step.lua``, ``retry.lua``, ...) whose headers name their KEYS and ARGV.
 
     >>> task_id = submit(client, "add", 1, 2, accepted_by="node-1")   # doctest: +SKIP
     >>> claim = take(client, scripts, "node-1/w1",
     ...              lease_ms=10_000, block_seconds=1)                # doctest: +SKIP
     >>> finish(client, scripts, claim, node_id="node-1", result_ttl=60,
-    ...        duration_ms=2.0, bucket="5", result=3)                 # doctest: +SKIP
+    ...        result=3)                                          # doctest: +SKIP
     True
 
 Timestamps are Unix seconds: ``created_at`` and ``finished_at`` from the
@@ -34,7 +35,18 @@ scripts, so nodes with skewed clocks still agree on who holds a lease.
 from __future__ import annotations
 
 from ..operations import Number
-from .consuming import HandBack, RetryOutcome, finish, renew, retry, take
+from .consuming import (
+    HandBack,
+    Outcome,
+    RetryOutcome,
+    Step,
+    Taking,
+    finish,
+    renew,
+    retry,
+    step,
+    take,
+)
 from .deadletters import delete_dead_letter, redrive_dead_letter
 from .policy import DEAD_LETTER_TTL, MAX_BACKOFF_SECONDS, RetryPolicy
 from .producing import (
@@ -62,10 +74,13 @@ __all__ = [
     "Lost",
     "NotDurable",
     "Number",
+    "Outcome",
     "RetryOutcome",
     "RetryPolicy",
     "Script",
     "Scripts",
+    "Step",
+    "Taking",
     "Task",
     "TaskStatus",
     "counts",
@@ -85,6 +100,7 @@ __all__ = [
     "requeue_unclaimed",
     "retry",
     "status",
+    "step",
     "submit",
     "submit_once",
     "take",

@@ -1,15 +1,25 @@
-"""Consuming: a worker takes a task, keeps its lease, and records the outcome.
+"""Consuming: a worker takes tasks, keeps their leases, and records outcomes.
 
-A consumer takes an id with BLMOVE, which pops it from ``task_queue`` and
-copies it into the worker's own processing list in one step (the
-reliable-queue pattern of the Valkey LMOVE documentation), then claims it
-(``claim.lua``): status ``running``, ``attempts`` + 1 and a lease (owner +
-expiry in server milliseconds) that its heartbeat renews (``renew.lua``).
+One script, ``step.lua``, does a busy worker's whole round trip: record the
+outcome of the task it ran, then take the next one. Taking moves an id from
+``task_queue`` into the worker's own processing list in one step (the
+reliable-queue pattern of the Valkey LMOVE documentation) and claims it:
+status ``running``, ``attempts`` + 1 and a lease (owner + expiry in Valkey's
+milliseconds) that its heartbeat renews (``renew.lua``). When the queue is
+empty the worker blocks on BLMOVE, with the same script pipelined behind it.
 
-Finishing (``finish.lua``) and handing back (``retry.lua``) are fenced by the
+Recording (``step.lua``) and handing back (``retry.lua``) are fenced by the
 lease owner and the attempt number (a fencing token): a worker that was
 paused past its lease and wakes up after another worker finished has its
 write refused.
+
+    worker                                   Valkey
+      │── step(outcome of t1, take 1) ──────► record t1, move + claim t2
+      │◄───────────────────────────── t2 ───│
+      │   run t2
+      │── step(outcome of t2, take 1) ──────► record t2, queue empty
+      │◄───────────────────────────── () ───│
+      │── BLMOVE ‖ step(first=head) ────────► blocks until t3 arrives
 """
 
 from __future__ import annotations
@@ -44,13 +54,18 @@ class RetryOutcome(str, Enum):
 
 
 @dataclass(frozen=True)
-class _ClaimArgs:
-    """ARGV of ``claim.lua``."""
+class _StepArgs:
+    """ARGV of ``step.lua``."""
 
     worker_id: str
+    outcomes: str
+    finished_at: str
+    ttl_seconds: int
+    take: int
+    first: str
     lease_ms: int
+    now_us: str
     task_prefix: str
-    task_id: str
 
 
 @dataclass(frozen=True)
@@ -63,19 +78,49 @@ class _RenewArgs:
 
 
 @dataclass(frozen=True)
-class _FinishArgs:
-    """ARGV of ``finish.lua``."""
+class Outcome:
+    """What became of a task a worker ran, to be recorded by :func:`step`:
+    ``result`` when it completed, or ``error`` (a sentence) when it failed
+    for good (a permanent error, not retried)."""
 
-    worker_id: str
-    attempt: int
-    status: str
-    field: str
-    value: str
-    finished_at: str
-    ttl_seconds: int
-    task_id: str
-    bucket: str
-    duration_ms: float
+    claim: Claim
+    result: Number | None = None
+    error: str | None = None
+
+    def as_argv(self) -> list:
+        """``[task_id, attempt, status, field, value]`` as ``step.lua`` reads it."""
+        claim = self.claim
+        if self.error is None:
+            status, field, value = TaskStatus.COMPLETE, "result", json.dumps(self.result)
+        else:
+            status, field, value = TaskStatus.FAILED, "error", self.error
+        return [claim.task_id, str(claim.attempt), status.value, field, value]
+
+
+@dataclass(frozen=True)
+class Step:
+    """The reply of one :func:`step`: per outcome sent, whether it was
+    written (False: refused, the lease was lost); then the new claims."""
+
+    written: tuple[bool, ...]
+    claims: tuple[Claim, ...]
+
+
+@dataclass(frozen=True)
+class Taking:
+    """How a worker takes tasks in :func:`step`: up to ``batch`` at a time
+    (``WIZARD_BATCH``), each with a lease of ``lease_ms`` milliseconds,
+    blocking up to ``block_seconds`` on an empty queue, by ``fetch``
+    (``blmove``, the reliable queue, or ``brpop``, the original design).
+    ``result_ttl`` (seconds) is how long a recorded task stays readable, and
+    ``node_id`` the node whose counters a refused write is counted in."""
+
+    node_id: str
+    lease_ms: int
+    block_seconds: float
+    result_ttl: int
+    batch: int = 1
+    fetch: str = "blmove"
 
 
 @dataclass(frozen=True)
@@ -117,6 +162,117 @@ class _RetryArgs:
     only_if_expired: int
 
 
+def step(
+    client: valkey.Valkey,
+    scripts: Scripts,
+    worker_id: str,
+    taking: Taking,
+    *,
+    outcomes: list[Outcome] = (),
+    take: bool = True,
+    now_us: int | None = None,
+) -> Step:
+    """Record ``outcomes`` and take the next tasks, in one round trip while
+    the queue has tasks (``step.lua``: record, then claim up to
+    ``taking.batch``). Without prefetching: nothing is taken while a task
+    runs, only once its outcome is sent.
+
+    When that finds the queue empty (or there was nothing to record), the
+    worker blocks: BLMOVE, then ``step.lua`` claiming the id BLMOVE moved
+    (and up to ``batch - 1`` more), in one pipeline. Valkey runs the claim
+    on this connection right after BLMOVE returns, with no gap.
+
+    ``take=False`` only records (a stopping worker). ``now_us`` is Valkey's
+    clock as the worker tracks it (microseconds; see
+    :meth:`wizard.worker.Worker.beat`): the lease and ``started_at`` of a
+    non-blocking claim are stamped with it, which saves a TIME per task;
+    None makes the script read TIME.
+
+    If the reply is lost (Valkey unreachable), the caller may send the same
+    outcomes again: a repeat of a recorded outcome answers "written". Tasks
+    claimed by a step whose reply was lost stay in the worker's processing
+    list under a lease nobody renews; the reaper hands them back when it
+    expires (a pending one, moved but never claimed, a lease after it sees
+    it).
+
+    Raises:
+        valkey.ConnectionError, valkey.TimeoutError: Valkey is unreachable.
+    """
+    outcomes = list(outcomes)
+    written: tuple[bool, ...] = ()
+    if outcomes or not take:
+        clock = "" if now_us is None else str(now_us)
+        reply = _run_step(scripts, worker_id, taking, outcomes, take, "", clock)
+        written = tuple(flag == 1 for flag in reply[0])
+        claims = _claims(worker_id, reply[1])
+        if claims or not take:
+            return Step(written, claims)
+    return Step(written, _block_and_claim(client, scripts, worker_id, taking))
+
+
+def _run_step(scripts, worker_id, taking, outcomes, take, first, now_us) -> list:
+    return scripts.step(
+        keys=_step_keys(worker_id, taking),
+        args=_step_args(worker_id, taking, outcomes, take, first, now_us),
+    )
+
+
+def _step_keys(worker_id: str, taking: Taking) -> list[str]:
+    return [store.processing_key(worker_id), store.TASK_QUEUE, store.stats_key(taking.node_id)]
+
+
+def _step_args(worker_id, taking, outcomes, take, first, now_us) -> _StepArgs:
+    return _StepArgs(
+        worker_id=worker_id,
+        outcomes=json.dumps([o.as_argv() for o in outcomes]),
+        finished_at=repr(time.time()),
+        ttl_seconds=taking.result_ttl,
+        take=taking.batch if take else 0,
+        first=first,
+        lease_ms=taking.lease_ms,
+        now_us=now_us,
+        task_prefix=store.TASK_PREFIX,
+    )
+
+
+def _claims(worker_id: str, flat: list) -> tuple[Claim, ...]:
+    return tuple(
+        Claim(task_id, worker_id, int(attempt), operation, json.loads(a), json.loads(b))
+        for task_id, attempt, operation, a, b in zip(*[iter(flat)] * 5, strict=True)
+    )
+
+
+def _block_and_claim(
+    client: valkey.Valkey, scripts: Scripts, worker_id: str, taking: Taking
+) -> tuple[Claim, ...]:
+    """Block up to ``block_seconds`` for one id, then claim it (and up to
+    ``batch - 1`` more that are waiting)."""
+    if taking.fetch == "brpop":
+        popped = client.brpop([store.TASK_QUEUE], timeout=taking.block_seconds)
+        if popped is None:
+            return ()
+        reply = _run_step(scripts, worker_id, taking, [], True, popped[1], "")
+        return _claims(worker_id, reply[1])
+    processing = store.processing_key(worker_id)
+    args = _step_args(worker_id, taking, [], True, "head", "")
+    keys = _step_keys(worker_id, taking)
+    with client.pipeline(transaction=False) as pipe:
+        pipe.blmove(store.TASK_QUEUE, processing, taking.block_seconds, "RIGHT", "LEFT")
+        scripts.step.queue(pipe, keys=keys, args=args)
+        moved, reply = pipe.execute(raise_on_error=False)
+    if isinstance(moved, Exception):
+        raise moved
+    # Even when BLMOVE timed out the claim ran: an id a previous process of
+    # this worker moved but never claimed is at the head, and is taken now.
+    if isinstance(reply, valkey.exceptions.NoScriptError):
+        # Valkey restarted and forgot the script; the id is already in
+        # our list, so claim it now (this loads the script again).
+        reply = scripts.step(keys=keys, args=args)
+    elif isinstance(reply, Exception):
+        raise reply
+    return _claims(worker_id, reply[1])
+
+
 def take(
     client: valkey.Valkey,
     scripts: Scripts,
@@ -126,7 +282,8 @@ def take(
     block_seconds: float,
     fetch: str = "blmove",
 ) -> Claim | None:
-    """Block up to ``block_seconds`` for a task and claim it.
+    """Block up to ``block_seconds`` for one task and claim it (the first
+    half of :func:`step`, for callers that take one task at a time).
 
     ``fetch="blmove"`` (default) moves the id into the worker's processing
     list in the same step as the pop, so a crash right after leaves a trace
@@ -134,41 +291,16 @@ def take(
     exists only in this process's memory until the result is written, and a
     crash in between loses the task (kept to teach exactly that).
 
-    BLMOVE and the claim travel together in one pipeline: Valkey runs the
-    claim on this connection right after BLMOVE returns, so taking a task
-    costs one round trip, and the claim follows the move with no gap.
-
     Returns None when nothing arrived in time, or the id taken was not
     pending any more (expired, or already finished by another worker).
 
     Raises:
         valkey.ConnectionError, valkey.TimeoutError: Valkey is unreachable.
     """
-    processing = store.processing_key(worker_id)
-    if fetch == "brpop":
-        popped = client.brpop([store.TASK_QUEUE], timeout=block_seconds)
-        if popped is None:
-            return None
-        args = _ClaimArgs(worker_id, lease_ms, store.TASK_PREFIX, popped[1])
-        claimed = scripts.claim(keys=[processing], args=args)
-    else:
-        args = _ClaimArgs(worker_id, lease_ms, store.TASK_PREFIX, "")
-        with client.pipeline(transaction=False) as pipe:
-            pipe.blmove(store.TASK_QUEUE, processing, block_seconds, "RIGHT", "LEFT")
-            scripts.claim.queue(pipe, keys=[processing], args=args)
-            moved, claimed = pipe.execute(raise_on_error=False)
-        if isinstance(moved, Exception):
-            raise moved
-        if isinstance(claimed, valkey.exceptions.NoScriptError):
-            # Valkey restarted and forgot the script; the id is already in
-            # our list, so claim it now (this loads the script again).
-            claimed = scripts.claim(keys=[processing], args=args)
-        elif isinstance(claimed, Exception):
-            raise claimed
-    if claimed is None:
-        return None
-    task_id, attempt, operation, a, b = claimed
-    return Claim(task_id, worker_id, int(attempt), operation, json.loads(a), json.loads(b))
+    # Nothing is recorded, so no node's counter is touched: node_id unused.
+    taking = Taking("", lease_ms, block_seconds, result_ttl=1, fetch=fetch)
+    claims = _block_and_claim(client, scripts, worker_id, taking)
+    return claims[0] if claims else None
 
 
 def renew(client: valkey.Valkey, scripts: Scripts, claim: Claim, *, lease_ms: int) -> bool:
@@ -187,17 +319,14 @@ def finish(
     *,
     node_id: str,
     result_ttl: int,
-    duration_ms: float,
-    bucket: str,
     result: Number | None = None,
     error: str | None = None,
 ) -> bool:
     """Record the outcome of ``claim``: ``complete`` with ``result``, or,
     when ``error`` is given, ``failed`` (a permanent error, not retried).
-
-    ``duration_ms`` (milliseconds) is added to the node's duration histogram
-    in ``bucket``, the "le" bound the metrics chose for it
-    (:func:`wizard.metrics.duration_bucket`).
+    The second half of :func:`step`, alone. Task counters and durations are
+    not written here: workers keep them in memory
+    (:class:`wizard.metrics.Tally`) and flush them once a second.
 
     Returns False if the write was refused because the worker no longer
     holds the lease (the refusal is counted in ``stats`` as fenced_writes).
@@ -207,31 +336,10 @@ def finish(
         valkey.ConnectionError, valkey.TimeoutError: Valkey is unreachable;
             calling again is safe (the script is idempotent under fencing).
     """
-    if error is None:
-        outcome, field, value = TaskStatus.COMPLETE.value, "result", json.dumps(result)
-    else:
-        outcome, field, value = TaskStatus.FAILED.value, "error", error
-    written = scripts.finish(
-        keys=[
-            store.task_key(claim.task_id),
-            store.processing_key(claim.worker_id),
-            store.stats_key(node_id),
-            store.duration_key(node_id),
-        ],
-        args=_FinishArgs(
-            worker_id=claim.worker_id,
-            attempt=claim.attempt,
-            status=outcome,
-            field=field,
-            value=value,
-            finished_at=repr(time.time()),
-            ttl_seconds=result_ttl,
-            task_id=claim.task_id,
-            bucket=bucket,
-            duration_ms=round(duration_ms, 3),
-        ),
-    )
-    return written == 1
+    taking = Taking(node_id, lease_ms=0, block_seconds=0, result_ttl=result_ttl)
+    outcome = Outcome(claim, result=result, error=error)
+    done = step(client, scripts, claim.worker_id, taking, outcomes=[outcome], take=False)
+    return done.written[0]
 
 
 def retry(

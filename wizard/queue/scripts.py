@@ -94,9 +94,9 @@ class Scripts:
     :data:`LUA_DIR`, one :class:`Script` each)."""
 
     def __init__(self, client: valkey.Valkey) -> None:
-        self.claim = Script(client, LUA_DIR / "claim.lua")
+        self.step = Script(client, LUA_DIR / "step.lua")
         self.renew = Script(client, LUA_DIR / "renew.lua")
-        self.finish = Script(client, LUA_DIR / "finish.lua")
+        self.flush = Script(client, LUA_DIR / "flush.lua")
         self.retry = Script(client, LUA_DIR / "retry.lua")
         self.promote = Script(client, LUA_DIR / "promote.lua")
         self.redrive = Script(client, LUA_DIR / "redrive.lua")
