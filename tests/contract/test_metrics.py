@@ -40,16 +40,18 @@ class Scrape:
 
 
 def scrape(lab: Lab) -> Scrape:
-    """GET /metrics on the lab's node and parse it."""
+    """GET /metrics on the lab's node and parse it. Every sample must name
+    the node (``node="node-1"``); the values are keyed without that label."""
     response = lab.call("GET", "/metrics")
     assert response.status == 200, response.body
     assert response.headers["Content-Type"].startswith("text/plain; version=0.0.4")
     families = list(text_string_to_metric_families(response.body.decode()))
-    values = {
-        (sample.name, frozenset(sample.labels.items())): sample.value
-        for family in families
-        for sample in family.samples
-    }
+    values = {}
+    for family in families:
+        for sample in family.samples:
+            labels = dict(sample.labels)
+            assert labels.pop("node", None) == lab.settings.node_id, sample
+            values[(sample.name, frozenset(labels.items()))] = sample.value
     return Scrape(families, values)
 
 
@@ -74,8 +76,16 @@ def test_metric_names_follow_the_prometheus_conventions(lab):
     for family in scrape(lab).families:
         assert family.documentation, f"{family.name} has no HELP"
         for sample in family.samples:
-            assert set(sample.labels) <= {"route", "method", "status", "operation", "outcome", "le"}
+            allowed = {"node", "route", "method", "status", "operation", "outcome", "le"}
+            assert set(sample.labels) <= allowed
             assert math.isfinite(sample.value) or sample.labels.get("le") == "+Inf"
+
+
+def test_every_sample_names_the_node_that_answered(lab):
+    lab.submit(1, 2)
+    assert lab.work() == "complete"
+    samples = [sample for family in scrape(lab).families for sample in family.samples]
+    assert samples and all(s.labels["node"] == "node-1" for s in samples)
 
 
 def test_the_request_counter_of_a_route_moves_with_each_request(lab):

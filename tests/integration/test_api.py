@@ -309,10 +309,12 @@ def test_metrics_are_prometheus_text_with_task_and_queue_series(app, worker):
     assert response.status == 200
     assert response.headers["Content-Type"].startswith("text/plain; version=0.0.4")
     text = response.body.decode()
-    assert 'wizard_tasks_submitted_total{operation="add"} 1' in text
-    assert 'wizard_tasks_finished_total{operation="add",outcome="complete"} 1' in text
-    assert "wizard_queue_pending_tasks 0" in text
-    assert 'wizard_http_requests_total{route="/task",method="POST",status="202"} 1' in text
+    assert 'wizard_tasks_submitted_total{node="node-1",operation="add"} 1' in text
+    finished = 'wizard_tasks_finished_total{node="node-1",operation="add",outcome="complete"} 1'
+    assert finished in text
+    assert 'wizard_queue_pending_tasks{node="node-1"} 0' in text
+    posted = '{node="node-1",route="/task",method="POST",status="202"} 1'
+    assert "wizard_http_requests_total" + posted in text
 
 
 def test_the_openapi_document_is_served_as_json(app):

@@ -146,12 +146,13 @@ def test_a_thousand_tasks_from_three_producers_are_each_done_once_by_three_worke
     handlers = Counter(task.handled_by for task in tasks)
     assert set(handlers) == WORKERS, handlers
 
-    completed = Counter()
-    for node in NODES:
-        for field, count in client.hgetall(store.stats_key(node)).items():
-            if field.startswith("complete:"):
-                completed[node] += int(count)
-    assert sum(completed.values()) == TASKS
+    def completed() -> int:
+        # Workers add their counts once a second: wait for the last flush.
+        fields = [client.hgetall(store.stats_key(node)).items() for node in NODES]
+        return sum(int(n) for found in fields for f, n in found if f.startswith("complete:"))
+
+    wait_for(lambda: completed() >= TASKS, timeout=10, what="every count flushed")
+    assert completed() == TASKS
     assert client.llen(store.TASK_QUEUE) == 0
     assert client.llen(store.DEAD_LETTER_QUEUE) == 0
 
