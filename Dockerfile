@@ -26,9 +26,10 @@ WORKDIR /app
 # wizard/ and static/.
 COPY . /app
 
-# Runtime dependencies (valkey, waitress: setup.cfg install_requires) and
-# the `public` extra (PyJWT, to verify Cloudflare Access tokens when
-# WIZARD_ACCESS_AUD is set). Installed in place (-e), like `make run` does: the package finds the
+# Runtime dependencies (valkey with its C reply parser libvalkey, waitress:
+# setup.cfg install_requires) and the `public` extra (PyJWT, to verify
+# Cloudflare Access tokens when WIZARD_ACCESS_AUD is set). Installed in
+# place (-e), like `make run` does: the package finds the
 # dashboard at /app/static and its OpenAPI file at /app/wizard/openapi.json
 # next to its own source, so nothing has to be copied into site-packages.
 RUN pip install --no-cache-dir -e '/app[public]'

@@ -306,7 +306,10 @@ class LocalCluster:
 
     def write_nginx_conf(self) -> Path:
         """Write ``var/nginx/nginx.conf``: the shared ops/nginx includes, an
-        upstream of this cluster's nodes, and the gateway port."""
+        upstream of this cluster's nodes, the gateway port, and one location
+        per node, ``/nodes/<node>/metrics``, that reaches that node's
+        ``/metrics`` alone (the gateway's own ``/metrics`` rotates over the
+        nodes, so a scraper needs one address per node)."""
         prefix = self.var_dir / "nginx"
         prefix.mkdir(parents=True, exist_ok=True)
         servers = "\n".join(
@@ -315,6 +318,12 @@ class LocalCluster:
         )
         # 1: no client address is counted by the gateway's limits.
         unlimited = 0 if self.gateway_limits else 1
+        per_node = "\n".join(
+            f"        location = /nodes/{name}/metrics {{\n"
+            f"            proxy_pass http://{self.node_host(name)}:{port}/metrics;\n"
+            "        }"
+            for name, port in self.node_ports.items()
+        )
         logs = self.var_dir / "logs"
         conf = f"""# Written by `python -m wizard up`; edit ops/nginx/ instead.
 daemon off;
@@ -343,6 +352,8 @@ http {{
     server {{
         listen {self.host}:{self.gateway_port};
         include {OPS}/nginx/wizard-locations.conf;
+        # Each node's own metrics, for a Prometheus scrape per node.
+{per_node}
     }}
 }}
 """

@@ -11,6 +11,8 @@ from __future__ import annotations
 import dataclasses
 
 import pytest
+import valkey
+from valkey._parsers import _LibvalkeyParser, _RESP2Parser
 
 from wizard import queue, store
 from wizard.worker import Worker, WorkOutcome
@@ -181,3 +183,21 @@ def test_a_stopping_worker_records_what_it_ran_and_takes_nothing(settings, clien
     assert queue.status(client, first).status is queue.TaskStatus.COMPLETE
     assert queue.status(client, second).status is queue.TaskStatus.PENDING
     assert client.llen(store.processing_key("node-1/w1")) == 0
+
+
+def test_nodes_get_the_libvalkey_parser_and_the_queue_runs_without_it(valkey_server):
+    # setup.cfg installs valkey[libvalkey]: the C reply parser is the default.
+    assert valkey.connection.DefaultParser is _LibvalkeyParser
+    plain = valkey.Valkey.from_url(
+        valkey_server.url, decode_responses=True, parser_class=_RESP2Parser
+    )
+    try:
+        plain.flushall()
+        scripts = queue.Scripts(plain)
+        [task_id] = submit(plain, 1)
+        [claim] = queue.step(plain, scripts, "node-1/w1", taking()).claims
+        outcome = queue.Outcome(claim, result=1)
+        done = queue.step(plain, scripts, "node-1/w1", taking(), outcomes=[outcome])
+    finally:
+        plain.close()
+    assert claim.task_id == task_id and done.written == (True,)

@@ -177,10 +177,12 @@ def step(
     ``taking.batch``). Without prefetching: nothing is taken while a task
     runs, only once its outcome is sent.
 
-    When that finds the queue empty (or there was nothing to record), the
-    worker blocks: BLMOVE, then ``step.lua`` claiming the id BLMOVE moved
-    (and up to ``batch - 1`` more), in one pipeline. Valkey runs the claim
-    on this connection right after BLMOVE returns, with no gap.
+    With nothing to record, the worker blocks instead: BLMOVE, then
+    ``step.lua`` claiming the id BLMOVE moved (and up to ``batch - 1``
+    more), in one pipeline. Valkey runs the claim on this connection right
+    after BLMOVE returns, with no gap. So when a step that recorded finds
+    the queue empty it returns no claims, the worker logs what it recorded,
+    and its next step blocks.
 
     ``take=False`` only records (a stopping worker). ``now_us`` is Valkey's
     clock as the worker tracks it (microseconds; see
@@ -199,15 +201,11 @@ def step(
         valkey.ConnectionError, valkey.TimeoutError: Valkey is unreachable.
     """
     outcomes = list(outcomes)
-    written: tuple[bool, ...] = ()
-    if outcomes or not take:
-        clock = "" if now_us is None else str(now_us)
-        reply = _run_step(scripts, worker_id, taking, outcomes, take, "", clock)
-        written = tuple(flag == 1 for flag in reply[0])
-        claims = _claims(worker_id, reply[1])
-        if claims or not take:
-            return Step(written, claims)
-    return Step(written, _block_and_claim(client, scripts, worker_id, taking))
+    if not outcomes and take:
+        return Step((), _block_and_claim(client, scripts, worker_id, taking))
+    clock = "" if now_us is None else str(now_us)
+    reply = _run_step(scripts, worker_id, taking, outcomes, take, "", clock)
+    return Step(tuple(flag == 1 for flag in reply[0]), _claims(worker_id, reply[1]))
 
 
 def _run_step(scripts, worker_id, taking, outcomes, take, first, now_us) -> list:
