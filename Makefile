@@ -16,7 +16,7 @@ PIP     := $(PY) -m pip --disable-pip-version-check -q
 CHROMIUM ?= /usr/bin/chromium
 
 .PHONY: run test chaos bench bench-gil edge-figures lint up public certs down clean install-local install-dev \
-        install-public chromium podman containers-test iproute2 lab
+        install-public install-bench chromium podman containers-test iproute2 lab
 
 # The virtual environment, created once.
 $(PY):
@@ -37,9 +37,16 @@ $(VENV)/.public-installed: setup.cfg pyproject.toml | $(PY)
 	$(PIP) install -e '.[public]'
 	touch $@
 
+$(VENV)/.bench-installed: setup.cfg pyproject.toml | $(PY)
+	$(PIP) install -e '.[local,dev,bench]'
+	touch $@
+
 install-local: $(VENV)/.local-installed
 install-dev: $(VENV)/.dev-installed
 install-public: $(VENV)/.public-installed
+	touch $@
+
+install-bench: $(VENV)/.bench-installed
 
 ## run: the whole cluster on http://127.0.0.1:$(PORT) (Ctrl+C, or closing the
 ## terminal, stops it all); its logs and Valkey's data go under $(VAR)/
@@ -96,8 +103,9 @@ containers-test: install-dev podman
 	$(PY) -m tests.containers.images
 	$(PY) -m pytest tests/containers
 
-## bench: throughput and latency against their ceilings (not a test)
-bench: install-dev
+## bench: throughput and latency against their ceilings and the peers
+## (Dramatiq, Huey, RQ, Celery: the bench extra); not a test
+bench: install-bench
 	$(PY) benchmarks/run.py
 
 ## edge-figures: measure both layers of the edge; rewrites the figure tables of

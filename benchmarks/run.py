@@ -47,6 +47,7 @@ from pathlib import Path
 
 import ceilings
 import loadgen
+import peers
 from tqdm import tqdm
 
 from wizard import queue, store
@@ -87,11 +88,11 @@ class Plan:
     rounds: int = 4
     slice_seconds: float = 2.5
     warmup_seconds: float = 0.5
-    drain_tasks: int = 5000
+    drain_tasks: int = 20_000
     latency_samples: int = 200
 
 
-QUICK = Plan(rounds=1, slice_seconds=1.5, drain_tasks=1500, latency_samples=60)
+QUICK = Plan(rounds=1, slice_seconds=1.5, drain_tasks=2000, latency_samples=60)
 
 
 @dataclass(frozen=True)
@@ -121,7 +122,7 @@ class Figure:
 
 
 def _digits(unit: str) -> int:
-    return 3 if unit == "ms" else 0
+    return {"ms": 3, "cmds": 2, "us": 1}.get(unit, 0)
 
 
 # --- the systems under test ----------------------------------------------
@@ -410,77 +411,186 @@ def _mean(values) -> float:
 
 # --- 2. drain ------------------------------------------------------------
 
+#: Worker processes of the drains (one node), and the batch of the batch run.
+DRAIN_PROCESSES = (1, 2)
+BATCH = 32
+
 
 def drain_phase(plan: Plan, cluster: LocalCluster, client) -> dict:
-    """Tasks per second drained by node-1 alone, then by all nodes, each
-    against bare loops with as many processes (measured before and after,
-    with every node stopped, and averaged). Expects every node stopped and
-    leaves them stopped."""
-    names = list(cluster.node_ports)
+    """Tasks per second drained by node-1 with 1 and with 2 worker
+    processes, each against the bare loop with as many processes (measured
+    just before and just after, averaged); then 1 worker with
+    ``WIZARD_BATCH=32``. Expects every node stopped and leaves them stopped."""
     found = {}
-    for label, nodes in (("1 node", names[:1]), (f"{len(names)} nodes", names)):
-        processes = len(nodes) * cluster.workers
+    for processes in DRAIN_PROCESSES:
         before = bare(cluster, plan, processes)
-        wizard = drain_nodes(plan, cluster, client, nodes)
-        stop_nodes(cluster, nodes)
+        wizard = drain_node(plan, cluster, client, processes=processes, batch=1)
         after = bare(cluster, plan, processes)
-        found[label] = {
+        found[f"{processes} worker" + ("s" if processes > 1 else "")] = {
             **wizard,
-            "processes": processes,
-            "rate_per_process": wizard["rate"] / processes,
             "bare_rate_per_process": (before["rate_per_process"] + after["rate_per_process"]) / 2,
+            "bare_valkey": _mean_costs(before, after),
             "bare_runs": [before, after],
         }
+    batch = drain_node(plan, cluster, client, processes=1, batch=BATCH)
+    found[f"1 worker, batch {BATCH}"] = {
+        **batch,
+        "bare_rate_per_process": found["1 worker"]["bare_rate_per_process"],
+        "bare_valkey": found["1 worker"]["bare_valkey"],
+    }
     return found
+
+
+def _mean_costs(*runs: dict) -> dict:
+    return {
+        key: round(sum(run["valkey"][key] for run in runs) / len(runs), 2)
+        for key in ("commands_per_task", "valkey_cpu_us_per_task")
+    }
 
 
 def bare(cluster: LocalCluster, plan: Plan, processes: int) -> dict:
     """The bare loop's drain of as many tasks, by ``processes`` processes
-    (their CPU time is in ``client``: they are this process's children)."""
+    (their CPU time is in ``client``: they are this process's children),
+    with Valkey's commands and CPU per task."""
+    valkey_client = store.connect(Settings(valkey_url=cluster.admin_url))
+    start = peers.ServerStats.read(valkey_client)
     with Meter({"valkey": [cluster.valkey.pid]}) as meter:
         found = ceilings.bare_drain(cluster.admin_url, tasks=plan.drain_tasks, processes=processes)
+    end = peers.ServerStats.read(valkey_client)
+    valkey_client.close()
     return {
         "rate_per_process": found.rate_per_process,
         "other_processes_cores": meter.other_cores,
         "cpu_us_per_task": meter.per(found.tasks),
+        "valkey": peers.per_task(start, end, found.tasks),
     }
 
 
-def drain_nodes(plan: Plan, cluster: LocalCluster, client, nodes: list[str]) -> dict:
+def drain_node(plan: Plan, cluster: LocalCluster, client, *, processes: int, batch: int) -> dict:
     """Prefill ``drain_tasks`` tasks with wizard.queue.submit, hold them
-    aside while ``nodes`` start, release them at once and time the drain
-    from the first ``started_at`` to the last ``finished_at``."""
-    client.delete(HELD_QUEUE)
-    task_ids = [
-        queue.submit(client, "add", 1, 2, accepted_by="bench")
-        for _ in tqdm(range(plan.drain_tasks), desc=f"prefill for {len(nodes)}", leave=False)
-    ]
+    aside while node-1 starts with ``processes`` workers taking ``batch``
+    at a time, release them at once and time the drain from the first
+    ``started_at`` to the last ``finished_at``. Also: Valkey's commands,
+    CPU and bytes per task, and the node's memory (RSS by process)."""
+    node = next(iter(cluster.node_ports))
+    cluster.workers = processes
+    cluster.node_env["WIZARD_BATCH"] = str(batch)
+    client.flushdb()
+    empty = peers.ServerStats.read(client)
+    task_ids = prefill(client, plan.drain_tasks, f"prefill for {processes}")
+    pending = peers.ServerStats.read(client)
     client.rename(store.TASK_QUEUE, HELD_QUEUE)
-    start_nodes(cluster, nodes)
-    roles = queue_roles(cluster, client, nodes)
+    start_nodes(cluster, [node])
+    roles = queue_roles(cluster, client, [node])
+    start = peers.ServerStats.read(client)
+    label = f"drain by {processes}" + (f", batch {batch}" if batch > 1 else "")
     with (
         Meter(roles) as meter,
-        tqdm(total=len(task_ids), desc=f"drain by {len(nodes)}", leave=False) as bar,
+        tqdm(total=len(task_ids), desc=label, leave=False) as bar,
     ):
         client.rename(HELD_QUEUE, store.TASK_QUEUE)
         while left := in_progress(client, cluster):
             bar.update(len(task_ids) - left - bar.n)
             time.sleep(0.05)
+    end = peers.ServerStats.read(client)
+    rss = node_rss(cluster, client, node)
+    stop_nodes(cluster, [node])
+    cluster.node_env.pop("WIZARD_BATCH")
     with client.pipeline(transaction=False) as pipe:
         for task_id in task_ids:
-            pipe.hmget(store.task_key(task_id), "status", "started_at", "finished_at")
+            pipe.hmget(store.task_key(task_id), "status", "started_at", "finished_at", "result")
         rows = pipe.execute()
     complete = [row for row in rows if row[0] == queue.TaskStatus.COMPLETE.value]
+    if len(complete) != len(task_ids) or any(row[3] != "3" for row in complete):
+        raise RuntimeError(f"{label}: {len(task_ids) - len(complete)} tasks not complete and 3")
     first = min(float(row[1]) for row in complete)
     last = max(float(row[2]) for row in complete)
+    pending_bytes = (pending.used_memory - empty.used_memory) / len(task_ids)
     return {
         "tasks": len(task_ids),
         "complete": len(complete),
+        "processes": processes,
+        "batch": batch,
         "seconds": last - first,
         "rate": len(complete) / (last - first),
+        "rate_per_process": len(complete) / (last - first) / processes,
         "other_processes_cores": meter.other_cores,
         "cpu_us_per_task": meter.per(len(task_ids)),
+        "valkey": {
+            # Counted between release and drained: the node's scheduler and
+            # heartbeats are in it too (a few commands a second).
+            **peers.per_task(start, end, len(task_ids)),
+            "bytes_per_pending_task": round(pending_bytes),
+            "bytes_per_completed_task": round(
+                pending_bytes + (end.used_memory - pending.used_memory) / len(task_ids)
+            ),
+        },
+        "node_rss_kib": rss,
     }
+
+
+def prefill(client, count: int, label: str) -> list[str]:
+    """``count`` tasks made with wizard.queue.submit (as POST /task does)."""
+    return [
+        queue.submit(client, "add", 1, 2, accepted_by="bench")
+        for _ in tqdm(range(count), desc=label, leave=False)
+    ]
+
+
+def rss_kib(pid: int) -> int:
+    """Resident memory of process ``pid``, KiB (/proc/<pid>/status VmRSS;
+    0 if it is gone)."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    except FileNotFoundError:
+        # It exited meanwhile.
+        return 0
+    return 0
+
+
+def node_rss(cluster: LocalCluster, client, node: str) -> dict[str, int]:
+    """Resident memory of each process of ``node``, KiB: its supervisor,
+    API, each worker, and the rest (scheduler, multiprocessing's helper)."""
+    supervisor = cluster.nodes[node].pid
+    api = api_pid(cluster.node_url(node))
+    ids = [f"{node}/w{n}" for n in range(1, cluster.workers + 1)]
+    workers = [json.loads(card)["pid"] for card in client.hmget(store.WORKER_REGISTRY, ids)]
+    found = {"supervisor": rss_kib(supervisor), "api": rss_kib(api)}
+    for n, pid in enumerate(workers, start=1):
+        found[f"worker {n}"] = rss_kib(pid)
+    for pid in children_of(supervisor):
+        if pid not in (api, *workers):
+            found[f"other ({process_name(pid)})"] = rss_kib(pid)
+    found["total"] = sum(found.values())
+    return found
+
+
+def process_name(pid: int) -> str:
+    """A short name for ``pid`` from its command line (scheduler, ...)."""
+    try:
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except FileNotFoundError:
+        # It exited meanwhile.
+        return "gone"
+    text = b" ".join(argv).decode(errors="replace")
+    return "resource tracker" if "resource_tracker" in text else "scheduler"
+
+
+def peer_phase(plan: Plan, var_dir: Path) -> dict:
+    """Each peer's drain of ``drain_tasks`` tasks with 1 and 2 processes,
+    each on its own fresh Valkey (:mod:`peers`)."""
+    found = {}
+    for peer in peers.PEERS:
+        for processes in DRAIN_PROCESSES:
+            folder = var_dir / f"{peer.name}-{processes}"
+            folder.mkdir(parents=True)
+            print(f"  {peer.name} x {processes} ...", flush=True)
+            found[f"{peer.name} x {processes}"] = peers.drain(
+                peer, tasks=plan.drain_tasks, processes=processes, var_dir=folder
+            )
+    return found
 
 
 def queue_roles(cluster: LocalCluster, client, nodes: list[str]) -> dict[str, list[int]]:
@@ -559,7 +669,7 @@ def one_task(gateway: http.client.HTTPConnection, client) -> dict:
 # --- the table -----------------------------------------------------------
 
 
-def figures(http: dict, drain: dict, latency: dict) -> list[Figure]:
+def figures(http: dict, drain: dict, peer_runs: dict, latency: dict) -> list[Figure]:
     """The table's lines, with their targets."""
     post, whoami = http["wizard POST /task"], http["wizard GET /whoami"]
     hello_post, hello_get = http["hello POST"], http["hello GET"]
@@ -569,16 +679,58 @@ def figures(http: dict, drain: dict, latency: dict) -> list[Figure]:
         ),
         _rate("GET /whoami via gateway, 3 nodes", "req/s", whoami["rate"], hello_get["rate"], 0.85),
     ]
-    for label, found in drain.items():
+    targets = {"1 worker": 1.0, "2 workers": 0.8, f"1 worker, batch {BATCH}": 5.0}
+    for label, target in targets.items():
+        found = drain[label]
         lines.append(
             _rate(
-                f"drain by {label}, per worker",
+                f"drain by {label}, per process, vs bare loop",
                 "tasks/s",
                 found["rate_per_process"],
                 found["bare_rate_per_process"],
-                0.9,
+                target,
             )
         )
+    for processes in DRAIN_PROCESSES:
+        label = f"{processes} worker" + ("s" if processes > 1 else "")
+        best = max(
+            (run for run in peer_runs.values() if run["processes"] == processes),
+            key=lambda run: run["rate_per_process"],
+        )
+        lines.append(
+            _rate(
+                f"drain by {label}, per process, vs best peer ({best['peer']})",
+                "tasks/s",
+                drain[label]["rate_per_process"],
+                best["rate_per_process"],
+                2.0,
+            )
+        )
+    ours, theirs = drain["1 worker"]["valkey"], drain["1 worker"]["bare_valkey"]
+    commands = ours["commands_per_task"]
+    lines.append(
+        Figure(
+            "Valkey commands per task, 1 worker",
+            "cmds",
+            commands,
+            theirs["commands_per_task"],
+            commands / theirs["commands_per_task"],
+            "<= 8 commands",
+            commands <= 8,
+        )
+    )
+    cpu, bare_cpu = ours["valkey_cpu_us_per_task"], theirs["valkey_cpu_us_per_task"]
+    lines.append(
+        Figure(
+            "Valkey CPU per task, 1 worker",
+            "us",
+            cpu,
+            bare_cpu,
+            cpu / bare_cpu,
+            "<= 1.30x bare",
+            cpu <= 1.3 * bare_cpu,
+        )
+    )
     p50, p99 = latency["p50_ms"], latency["p99_ms"]
     lines.append(
         Figure(
@@ -646,6 +798,104 @@ def cpu_table(http: dict) -> str:
     )
 
 
+def side_by_side(drain: dict, peer_runs: dict) -> list[list[str]]:
+    """Rows of the side-by-side drain table: the wizard, the bare loop and
+    each peer, per process count: rate per process, the wizard's ratio to
+    it, Valkey commands, CPU and bytes per task."""
+    header = [
+        "drain (same tasks)",
+        "procs",
+        "tasks/s per proc",
+        "wizard / this",
+        "cmds/task",
+        "Valkey CPU us/task",
+        "bytes/pending",
+        "bytes/completed",
+        "checked",
+    ]
+    rows = [header]
+    for label, found in drain.items():
+        costs = found["valkey"]
+        rows.append(
+            [
+                f"wizard, {label}",
+                str(found["processes"]),
+                f"{found['rate_per_process']:,.0f}",
+                "1.00",
+                f"{costs['commands_per_task']:.2f}",
+                f"{costs['valkey_cpu_us_per_task']:.1f}",
+                f"{costs['bytes_per_pending_task']}",
+                f"{costs['bytes_per_completed_task']}",
+                f"{found['complete']:,}/{found['tasks']:,}",
+            ]
+        )
+    for processes in DRAIN_PROCESSES:
+        label = f"{processes} worker" + ("s" if processes > 1 else "")
+        ours = drain[label]["rate_per_process"]
+        bare_costs = drain[label]["bare_valkey"]
+        bare_rate = drain[label]["bare_rate_per_process"]
+        rows.append(
+            [
+                "bare BLMOVE/HSET/LREM loop",
+                str(processes),
+                f"{bare_rate:,.0f}",
+                f"{ours / bare_rate:.2f}",
+                f"{bare_costs['commands_per_task']:.2f}",
+                f"{bare_costs['valkey_cpu_us_per_task']:.1f}",
+                "-",
+                "-",
+                "-",
+            ]
+        )
+        for run in peer_runs.values():
+            if run["processes"] != processes:
+                continue
+            rows.append(
+                [
+                    run["peer"],
+                    str(processes),
+                    f"{run['rate_per_process']:,.0f}",
+                    f"{ours / run['rate_per_process']:.2f}",
+                    f"{run['commands_per_task']:.2f}",
+                    f"{run['valkey_cpu_us_per_task']:.1f}",
+                    f"{run['bytes_per_pending_task']}",
+                    f"{run['bytes_per_completed_task']}",
+                    f"{run['verified']:,}/{run['tasks']:,}",
+                ]
+            )
+    return rows
+
+
+def rss_rows(drain: dict) -> list[list[str]]:
+    """Resident memory of node-1's processes in each drain, KiB."""
+    names = []
+    for found in drain.values():
+        names.extend(name for name in found["node_rss_kib"] if name not in names)
+    rows = [["node RSS, KiB", *names]]
+    for label, found in drain.items():
+        rss = found["node_rss_kib"]
+        rows.append([label, *(str(rss.get(name, "")) for name in names)])
+    return rows
+
+
+def text_table(rows: list[list[str]]) -> str:
+    """Rows as aligned text (first column left, the rest right)."""
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return "\n".join(
+        "  ".join(
+            cell.rjust(width) if i else cell.ljust(width)
+            for i, (cell, width) in enumerate(zip(row, widths, strict=True))
+        )
+        for row in rows
+    )
+
+
+def markdown_rows(rows: list[list[str]]) -> str:
+    """Rows as a Markdown table (the first row is the header)."""
+    lines = [rows[0], ["---"] * len(rows[0]), *rows[1:]]
+    return "\n".join("| " + " | ".join(row) + " |" for row in lines)
+
+
 def markdown(lines: list[Figure]) -> str:
     """The figures as a Markdown table."""
     rows = [HEADER, ["---"] * len(HEADER), *(line.row() for line in lines)]
@@ -711,6 +961,15 @@ def write_readme(record: dict, lines: list[Figure]) -> None:
             "```",
             cpu_table(record["http"]),
             "```",
+            "",
+            "The drains side by side (each peer on its own fresh Valkey; commands and CPU"
+            " from Valkey's INFO commandstats and INFO cpu; bytes from INFO memory):",
+            "",
+            markdown_rows(side_by_side(record["drain"], record["peers"])),
+            "",
+            "Memory of node-1 during each drain (VmRSS, KiB):",
+            "",
+            markdown_rows(rss_rows(record["drain"])),
             end,
         ]
     )
@@ -773,12 +1032,14 @@ def run(plan: Plan) -> dict:
             drain = drain_phase(plan, cluster, client)
             seen.update(cluster.pids())
             client.close()
+            print("the peers, each on its own fresh Valkey ...")
+            peer_runs = peer_phase(plan, Path(tmp) / "peers")
         finally:
             seen.update(cluster.pids())
             stop_nodes(cluster, [n for n in cluster.nodes])
             cluster.stop()
             hello.stop()
-    lines = figures(http, drain, latency)
+    lines = figures(http, drain, peer_runs, latency)
     record = {
         "machine": {**host, "load_average_at_end": os.getloadavg()},
         "plan": plan.__dict__,
@@ -792,6 +1053,7 @@ def run(plan: Plan) -> dict:
         "figures": [line.__dict__ for line in lines],
         "http": http,
         "drain": drain,
+        "peers": peer_runs,
         "latency": latency,
         "run_seconds": time.perf_counter() - began,
         "left_running": leftovers(seen),
@@ -800,6 +1062,10 @@ def run(plan: Plan) -> dict:
     print(table(lines))
     print()
     print(cpu_table(http))
+    print()
+    print(text_table(side_by_side(drain, peer_runs)))
+    print()
+    print(text_table(rss_rows(drain)))
     print()
     print(background(record))
     return record
