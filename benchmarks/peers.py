@@ -202,7 +202,9 @@ class Celery(Peer):
     def enqueue(self, pairs):
         import peer_apps
 
-        return [peer_apps.celery_add.delay(a, b) for a, b in pairs]
+        # Only the ids are kept: Celery's result handles hold a connection
+        # to the result store, read here directly instead.
+        return [peer_apps.celery_add.delay(a, b).id for a, b in pairs]
 
     def workers(self, processes):
         worker = [_bin("celery"), "-A", "peer_apps.celery", "worker", "-c", str(processes)]
@@ -213,7 +215,13 @@ class Celery(Peer):
         return self.client.llen("celery") == 0 and self.client.dbsize() >= tasks
 
     def results(self, handles):
-        return [handle.result if handle.ready() else None for handle in handles]
+        import json
+
+        # Celery's Redis backend: one JSON document per task, under
+        # celery-task-meta-<id>; a task lost to the stop is not SUCCESS.
+        stored = self.client.mget([f"celery-task-meta-{task_id}" for task_id in handles])
+        metas = [json.loads(text) if text else {} for text in stored]
+        return [m["result"] if m.get("status") == "SUCCESS" else None for m in metas]
 
 
 PEERS = (Dramatiq, Huey, RQ, Celery)

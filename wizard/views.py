@@ -62,6 +62,7 @@ def cluster_view(client: valkey.Valkey, *, heartbeat_seconds: float) -> dict:
                 "worker": card.worker_id,
                 "alive": is_alive,
                 "pid": card.pid,
+                "started": card.started,
                 "heartbeat_age_seconds": age,
                 "tasks_done": card.tasks_done,
                 "current_task": card.task_id,
