@@ -1,27 +1,31 @@
-"""Benchmarks: throughput and latency of the wizard against their ceilings.
+"""Benchmarks: throughput and latency of the wizard against their ceilings
+and against the task queues people use instead.
 
 ``make bench`` runs this file. In one run, on 127.0.0.1 only, it starts a
-real :class:`~wizard.cluster.LocalCluster` (Valkey, 3 nodes x 1 worker,
-nginx; ``WIZARD_WORK_SECONDS=0``) and, beside it, the ceilings measured on
-the same machine at the same time:
+real :class:`~wizard.cluster.LocalCluster` (Valkey, 3 nodes, nginx;
+``WIZARD_WORK_SECONDS=0``) and, beside it, the ceilings measured on the same
+machine at the same time:
 
 1. HTTP requests per second through the gateway, ``POST /task`` and
    ``GET /whoami``, against a hello-world WSGI app on waitress (3 instances,
    same thread count) behind the same nginx configuration. One closed-loop
    keep-alive client (:mod:`loadgen`) drives both, in interleaved slices.
    The nodes run without workers here (``WIZARD_WORKERS=0``): this figure is
-   the producer's; the consumers have their own (2.), and on 2 cores they
+   the producer's; the consumers have their own (3.), and on 2 cores they
    would otherwise take CPU from the producer being measured.
-2. Tasks per second drained by 1 node and by 3 nodes from a prefilled queue,
-   per worker process, against a bare valkey-py BLMOVE/HSET/LREM loop
-   (:mod:`ceilings`) with as many processes.
-3. Submit-to-complete latency of single tasks on the idle cluster (p50,
+2. Submit-to-complete latency of single tasks on the idle cluster (p50,
    p99, from each task's own ``created_at``/``finished_at``), against the
    same trip made by a bare producer and consumer.
+3. Tasks per second drained from a prefilled queue by node-1 with 1 and 2
+   worker processes, and with 1 worker and ``WIZARD_BATCH=32``, against a
+   bare valkey-py BLMOVE/HSET/LREM loop (:mod:`ceilings`) with as many
+   processes; Valkey's commands, CPU and bytes per task; the node's RSS.
+4. The same drain by Dramatiq, Huey, RQ and Celery (:mod:`peers`), each on
+   its own fresh Valkey, with 1 and 2 processes.
 
-It prints a table, writes ``benchmarks/results.json`` and the results
+It prints the tables, writes ``benchmarks/results.json`` and the results
 section of ``benchmarks/README.md``, and stops everything it started, by
-PID. Bounded: about a minute and a half in all::
+PID. Bounded: about eight to ten minutes on a busy 2-core machine::
 
     .venv/bin/python benchmarks/run.py            # what make bench runs
     .venv/bin/python benchmarks/run.py --quick    # shorter, for trying changes
@@ -419,18 +423,17 @@ BATCH = 32
 def drain_phase(plan: Plan, cluster: LocalCluster, client) -> dict:
     """Tasks per second drained by node-1 with 1 and with 2 worker
     processes, each against the bare loop with as many processes (measured
-    just before and just after, averaged); then 1 worker with
+    just before); then 1 worker with
     ``WIZARD_BATCH=32``. Expects every node stopped and leaves them stopped."""
     found = {}
     for processes in DRAIN_PROCESSES:
-        before = bare(cluster, plan, processes)
+        loop = bare(cluster, plan, processes)
         wizard = drain_node(plan, cluster, client, processes=processes, batch=1)
-        after = bare(cluster, plan, processes)
         found[f"{processes} worker" + ("s" if processes > 1 else "")] = {
             **wizard,
-            "bare_rate_per_process": (before["rate_per_process"] + after["rate_per_process"]) / 2,
-            "bare_valkey": _mean_costs(before, after),
-            "bare_runs": [before, after],
+            "bare_rate_per_process": loop["rate_per_process"],
+            "bare_valkey": loop["valkey"],
+            "bare_runs": [loop],
         }
     batch = drain_node(plan, cluster, client, processes=1, batch=BATCH)
     found[f"1 worker, batch {BATCH}"] = {
@@ -439,13 +442,6 @@ def drain_phase(plan: Plan, cluster: LocalCluster, client) -> dict:
         "bare_valkey": found["1 worker"]["bare_valkey"],
     }
     return found
-
-
-def _mean_costs(*runs: dict) -> dict:
-    return {
-        key: round(sum(run["valkey"][key] for run in runs) / len(runs), 2)
-        for key in ("commands_per_task", "valkey_cpu_us_per_task")
-    }
 
 
 def bare(cluster: LocalCluster, plan: Plan, processes: int) -> dict:
@@ -482,6 +478,7 @@ def drain_node(plan: Plan, cluster: LocalCluster, client, *, processes: int, bat
     client.rename(store.TASK_QUEUE, HELD_QUEUE)
     start_nodes(cluster, [node])
     roles = queue_roles(cluster, client, [node])
+    idle = idle_background(client, cluster)
     start = peers.ServerStats.read(client)
     label = f"drain by {processes}" + (f", batch {batch}" if batch > 1 else "")
     with (
@@ -489,10 +486,12 @@ def drain_node(plan: Plan, cluster: LocalCluster, client, *, processes: int, bat
         tqdm(total=len(task_ids), desc=label, leave=False) as bar,
     ):
         client.rename(HELD_QUEUE, store.TASK_QUEUE)
+        released = time.perf_counter()
         while left := in_progress(client, cluster):
             bar.update(len(task_ids) - left - bar.n)
             time.sleep(0.05)
     end = peers.ServerStats.read(client)
+    drained_seconds = time.perf_counter() - released
     rss = node_rss(cluster, client, node)
     stop_nodes(cluster, [node])
     cluster.node_env.pop("WIZARD_BATCH")
@@ -517,9 +516,12 @@ def drain_node(plan: Plan, cluster: LocalCluster, client, *, processes: int, bat
         "other_processes_cores": meter.other_cores,
         "cpu_us_per_task": meter.per(len(task_ids)),
         "valkey": {
-            # Counted between release and drained: the node's scheduler and
-            # heartbeats are in it too (a few commands a second).
-            **peers.per_task(start, end, len(task_ids)),
+            # Counted between release and drained, less what the idle node
+            # (scheduler, heartbeats) and this script's polling cost in the
+            # same time, measured just before the release.
+            **peers.per_task(start, idle.discount(end, drained_seconds), len(task_ids)),
+            "raw": peers.per_task(start, end, len(task_ids)),
+            "idle_commands_per_second": round(idle.commands_per_second, 1),
             "bytes_per_pending_task": round(pending_bytes),
             "bytes_per_completed_task": round(
                 pending_bytes + (end.used_memory - pending.used_memory) / len(task_ids)
@@ -527,6 +529,42 @@ def drain_node(plan: Plan, cluster: LocalCluster, client, *, processes: int, bat
         },
         "node_rss_kib": rss,
     }
+
+
+@dataclass(frozen=True)
+class Idle:
+    """What Valkey does per second for an idle node and this script's
+    polling: commands and CPU seconds."""
+
+    commands_per_second: float
+    cpu_per_second: float
+
+    def discount(self, end: peers.ServerStats, seconds: float) -> peers.ServerStats:
+        """``end`` less ``seconds`` of this background."""
+        return peers.ServerStats(
+            commands=end.commands - round(self.commands_per_second * seconds),
+            cpu_seconds=end.cpu_seconds - self.cpu_per_second * seconds,
+            used_memory=end.used_memory,
+        )
+
+
+#: How long the idle background is measured before a drain, seconds.
+IDLE_SECONDS = 1.0
+
+
+def idle_background(client, cluster: LocalCluster) -> Idle:
+    """Valkey's commands and CPU per second while the node idles (tasks held
+    aside) and this script polls as it does during a drain."""
+    before = peers.ServerStats.read(client)
+    started = time.perf_counter()
+    while time.perf_counter() - started < IDLE_SECONDS:
+        in_progress(client, cluster)
+        time.sleep(0.05)
+    after = peers.ServerStats.read(client)
+    seconds = time.perf_counter() - started
+    # The INFO reads themselves: three commands at each end.
+    commands = after.commands - before.commands - 3
+    return Idle(commands / seconds, (after.cpu_seconds - before.cpu_seconds) / seconds)
 
 
 def prefill(client, count: int, label: str) -> list[str]:
@@ -868,9 +906,10 @@ def side_by_side(drain: dict, peer_runs: dict) -> list[list[str]]:
 
 def rss_rows(drain: dict) -> list[list[str]]:
     """Resident memory of node-1's processes in each drain, KiB."""
-    names = []
-    for found in drain.values():
-        names.extend(name for name in found["node_rss_kib"] if name not in names)
+    seen = {name for found in drain.values() for name in found["node_rss_kib"]}
+    workers = sorted(name for name in seen if name.startswith("worker"))
+    others = sorted(name for name in seen if name.startswith("other"))
+    names = ["supervisor", "api", *workers, *others, "total"]
     rows = [["node RSS, KiB", *names]]
     for label, found in drain.items():
         rss = found["node_rss_kib"]
