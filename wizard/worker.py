@@ -214,13 +214,12 @@ class Worker:
 
     def _run_all(self, claims: tuple[queue.Claim, ...]) -> list[WorkOutcome]:
         """Run ``claims`` one after the other. Those still waiting when a
-        stop is asked go straight back to the queue."""
+        stop is asked go back to the queue as if never taken."""
         handed_back = []
-        for claim in claims:
+        for n, claim in enumerate(claims):
             if self.stop_reason is not None:
-                reason = "worker stopped before starting it"
-                handed_back.append(self._hand_back(claim, "shutdown", reason))
-                continue
+                self._release(list(claims[n:]))
+                break
             self.current = claim
             try:
                 found = self._run(claim)
@@ -248,6 +247,16 @@ class Worker:
             return self._hand_back(claim, "shutdown", "worker stopped before finishing")
         self._keep(queue.Outcome(claim, result=result), started)
         return None
+
+    def _release(self, claims: list[queue.Claim]) -> None:
+        try:
+            released = self._with_reconnect(
+                lambda: queue.release(self.scripts, self.worker_id, claims)
+            )
+        except VALKEY_DOWN:
+            # Their leases run out and the reaper hands them back.
+            released = 0
+        log.info("tasks never started given back", extra={"tasks": released})
 
     def _keep(self, outcome: queue.Outcome, started: float) -> None:
         duration_ms = (time.perf_counter() - started) * 1000

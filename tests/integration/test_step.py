@@ -201,3 +201,28 @@ def test_nodes_get_the_libvalkey_parser_and_the_queue_runs_without_it(valkey_ser
     finally:
         plain.close()
     assert claim.task_id == task_id and done.written == (True,)
+
+
+def test_a_worker_asked_to_stop_gives_back_the_rest_of_its_batch_untouched(settings, client):
+    ids = submit(client, 3)
+    worker = Worker(dataclasses.replace(settings, batch=3), "node-1/w1", client)
+    claims = queue.step(client, worker.scripts, "node-1/w1", worker.taking).claims
+    worker.stop("test")
+
+    worker._run_all(claims)
+
+    for task_id in ids:
+        task = queue.status(client, task_id)
+        assert task.status is queue.TaskStatus.PENDING and task.attempts == 0
+        assert task.handled_by is None and task.started_at is None
+    assert client.lrange(store.TASK_QUEUE, 0, -1) == ids[::-1]  # oldest next again
+    assert client.llen(store.processing_key("node-1/w1")) == 0
+
+
+def test_release_leaves_a_task_whose_lease_was_lost(client, scripts):
+    submit(client, 1)
+    [claim] = queue.step(client, scripts, "node-1/w1", taking()).claims
+    client.hset(store.task_key(claim.task_id), "lease_owner", "node-2/w1")
+
+    assert queue.release(scripts, "node-1/w1", [claim]) == 0
+    assert queue.status(client, claim.task_id).status is queue.TaskStatus.RUNNING

@@ -23,6 +23,7 @@ ARGUMENTS = {
     "step.lua": consuming._StepArgs,
     "renew.lua": consuming._RenewArgs,
     "flush.lua": metrics._FlushArgs,
+    "release.lua": consuming._ReleaseArgs,
     "retry.lua": consuming._RetryArgs,
     "unclaim.lua": recovery._UnclaimArgs,
     "promote.lua": recovery._PromoteArgs,

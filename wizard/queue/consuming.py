@@ -124,6 +124,15 @@ class Taking:
 
 
 @dataclass(frozen=True)
+class _ReleaseArgs:
+    """ARGV of ``release.lua``."""
+
+    worker_id: str
+    claims: str
+    task_prefix: str
+
+
+@dataclass(frozen=True)
 class HandBack:
     """A task to give back (see :func:`retry`).
 
@@ -341,6 +350,27 @@ def finish(
     outcome = Outcome(claim, result=result, error=error)
     done = step(client, scripts, claim.worker_id, taking, outcomes=[outcome], take=False)
     return done.written[0]
+
+
+def release(scripts: Scripts, worker_id: str, claims: list[Claim]) -> int:
+    """Give back ``claims`` that ``worker_id`` took but never started (the
+    rest of a batch when it stops), as if never taken: status ``pending``,
+    the attempt given back, at the front of the queue (``release.lua``, one
+    command for all). A claim whose lease was lost is left alone. Returns
+    how many went back.
+
+    Raises:
+        valkey.ConnectionError, valkey.TimeoutError: Valkey is unreachable;
+            the leases run out and the reaper hands the tasks back.
+    """
+    if not claims:
+        return 0
+    args = _ReleaseArgs(
+        worker_id=worker_id,
+        claims=json.dumps([[c.task_id, str(c.attempt)] for c in claims]),
+        task_prefix=store.TASK_PREFIX,
+    )
+    return scripts.release(keys=[store.processing_key(worker_id), store.TASK_QUEUE], args=args)
 
 
 def retry(

@@ -97,6 +97,7 @@ class Scripts:
         self.step = Script(client, LUA_DIR / "step.lua")
         self.renew = Script(client, LUA_DIR / "renew.lua")
         self.flush = Script(client, LUA_DIR / "flush.lua")
+        self.release = Script(client, LUA_DIR / "release.lua")
         self.retry = Script(client, LUA_DIR / "retry.lua")
         self.promote = Script(client, LUA_DIR / "promote.lua")
         self.redrive = Script(client, LUA_DIR / "redrive.lua")
