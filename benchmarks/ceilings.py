@@ -47,8 +47,9 @@ PROCESSING_PREFIX = "bench:bare:processing:"
 #: client does not take CPU from the processes it waits for.
 POLL_SECONDS = 0.001
 
-#: Longest wait for spawned consumers to connect or finish, seconds.
-JOIN_SECONDS = 60.0
+#: Longest wait for spawned consumers to connect or finish, seconds (20,000
+#: tasks on a busy 2-core machine can take over a minute).
+JOIN_SECONDS = 240.0
 
 _SPAWN = multiprocessing.get_context("spawn")
 

@@ -82,7 +82,7 @@ CONNECTIONS = 32
 HELD_QUEUE = "bench:held"
 
 #: Longest wait for a queue to empty, seconds.
-DRAIN_TIMEOUT = 60.0
+DRAIN_TIMEOUT = 240.0
 
 
 @dataclass(frozen=True)
