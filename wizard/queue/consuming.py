@@ -24,8 +24,10 @@ write refused.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import Enum
 
@@ -177,7 +179,7 @@ def step(
     worker_id: str,
     taking: Taking,
     *,
-    outcomes: list[Outcome] = (),
+    outcomes: Sequence[Outcome] = (),
     take: bool = True,
     now_us: int | None = None,
 ) -> Step:
@@ -246,10 +248,15 @@ def _step_args(worker_id, taking, outcomes, take, first, now_us) -> _StepArgs:
 
 
 def _claims(worker_id: str, flat: list) -> tuple[Claim, ...]:
-    return tuple(
-        Claim(task_id, worker_id, int(attempt), operation, json.loads(a), json.loads(b))
-        for task_id, attempt, operation, a, b in zip(*[iter(flat)] * 5, strict=True)
-    )
+    """The claims in ``step.lua``'s flat reply: id, attempt, operation, a, b
+    for each."""
+    claims = []
+    for start in range(0, len(flat), 5):
+        task_id, attempt, operation, a, b = flat[start : start + 5]
+        claims.append(
+            Claim(task_id, worker_id, int(attempt), operation, json.loads(a), json.loads(b))
+        )
+    return tuple(claims)
 
 
 def _block_and_claim(
@@ -261,7 +268,9 @@ def _block_and_claim(
         popped = client.brpop([store.TASK_QUEUE], timeout=taking.block_seconds)
         if popped is None:
             return ()
-        reply = _run_step(scripts, worker_id, taking, [], True, popped[1], "")
+        # Only the id it popped: a batch would move ids into a list.
+        one = dataclasses.replace(taking, batch=1)
+        reply = _run_step(scripts, worker_id, one, [], True, popped[1], "")
         return _claims(worker_id, reply[1])
     processing = store.processing_key(worker_id)
     args = _step_args(worker_id, taking, [], True, "head", "")
