@@ -471,7 +471,9 @@ def drain_node(plan: Plan, cluster: LocalCluster, client, *, processes: int, bat
     node = next(iter(cluster.node_ports))
     cluster.workers = processes
     cluster.node_env["WIZARD_BATCH"] = str(batch)
-    client.flushdb()
+    # SYNC: Valkey frees a flushed database in the background by default,
+    # and the empty reading below must not include the last drain's tasks.
+    client.execute_command("FLUSHDB", "SYNC")
     empty = peers.ServerStats.read(client)
     task_ids = prefill(client, plan.drain_tasks, f"prefill for {processes}")
     pending = peers.ServerStats.read(client)
