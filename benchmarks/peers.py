@@ -241,7 +241,9 @@ def drain(peer_class, *, tasks: int, processes: int, var_dir: Path) -> dict:
     server.start()
     started: list[subprocess.Popen] = []
     try:
-        url = f"redis://{server.host}:{server.port}/0"
+        # The admin user of the fresh server (wizard/acl.py): the peers may
+        # use any command and key, as on a Redis of their own.
+        url = server.url.replace("valkey://", "redis://", 1)
         peer = peer_class(url)
         os.environ.update(peer.env())
         _fresh_import()
