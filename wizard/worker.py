@@ -253,7 +253,9 @@ class Worker:
             released = self._with_reconnect(
                 lambda: queue.release(self.scripts, self.worker_id, claims)
             )
-        except VALKEY_DOWN:
+        except valkey.ValkeyError as error:
+            if faults.valkey_trouble(error) is None:
+                raise
             # Their leases run out and the reaper hands them back.
             released = 0
         log.info("tasks never started given back", extra={"tasks": released})

@@ -23,14 +23,14 @@ from dataclasses import dataclass
 import pytest
 import valkey
 
-from tests.integration import test_fences, test_queue, test_rate_limit, test_scheduler
+from tests.integration import test_fences, test_queue, test_rate_limit, test_scheduler, test_step
 from wizard import queue
 from wizard.queue import scripts as runner
 
 #: The tests the mutants run against, in order (the fences first: fastest
 #: to kill). Only functions whose fixtures are ``client``, ``scripts`` or
 #: ``settings``, and that are not parametrized.
-SUITES = (test_fences, test_queue, test_scheduler, test_rate_limit)
+SUITES = (test_fences, test_queue, test_step, test_scheduler, test_rate_limit)
 
 
 @dataclass(frozen=True)
@@ -44,15 +44,14 @@ class Mutant:
 
 
 MUTANTS = [
-    # finish.lua: the fence, and the "my own repeated write" shortcut.
-    Mutant("finish.lua", "status", "f[1] ~= 'running' or f[2]", "false or f[2]"),
-    Mutant("finish.lua", "owner", "or f[2] ~= worker_id or", "or false or"),
-    Mutant("finish.lua", "attempt", "or f[3] ~= attempt then\n  redis.call('HINCRBY', KEYS[3]",
-           "or false then\n  redis.call('HINCRBY', KEYS[3]"),
-    Mutant("finish.lua", "repeat: status", "if f[1] == status and", "if true and"),
-    Mutant("finish.lua", "repeat: holder", "and f[5] == worker_id and", "and true and"),
-    Mutant("finish.lua", "repeat: attempt", "and f[3] == attempt then\n  -- Our own",
-           "and true then\n  -- Our own"),
+    # step.lua, recording: the fence, and the "my own repeated write" shortcut.
+    Mutant("step.lua", "status", "f[1] ~= 'running' or f[2]", "false or f[2]"),
+    Mutant("step.lua", "owner", "or f[2] ~= worker_id or", "or false or"),
+    Mutant("step.lua", "attempt", "or f[3] ~= attempt then", "or false then"),
+    Mutant("step.lua", "repeat: status", "if f[1] == status and", "if true and"),
+    Mutant("step.lua", "repeat: holder", "and f[4] == worker_id and", "and true and"),
+    Mutant("step.lua", "repeat: attempt", "and f[3] == attempt then\n    -- Our own",
+           "and true then\n    -- Our own"),
     # renew.lua
     Mutant("renew.lua", "status", "f[1] ~= 'running' or", "false or"),
     Mutant("renew.lua", "owner", "or f[2] ~= worker_id or", "or false or"),
@@ -66,9 +65,14 @@ MUTANTS = [
     Mutant("retry.lua", "lease expiry", "if tonumber(f[5]) >= now_ms then", "if false then"),
     Mutant("retry.lua", "reaper only", "if only_if_expired == '1' and f[5] then",
            "if f[5] then"),
-    # claim.lua: only a pending task is claimed; an ended one leaves the list.
-    Mutant("claim.lua", "status pending", "if f[1] ~= 'pending' then", "if false then"),
-    Mutant("claim.lua", "ended leaves the list", "if f[1] ~= 'running' then", "if false then"),
+    # step.lua, claiming: only a pending task is claimed; an ended one leaves the list.
+    Mutant("step.lua", "status pending", "if f[1] == 'pending' then", "if true then"),
+    Mutant("step.lua", "ended leaves the list", "elseif f[1] ~= 'running' then",
+           "elseif false then"),
+    # release.lua: only the lease holder's own attempt of a running task.
+    Mutant("release.lua", "status", "if f[1] == 'running' and", "if true and"),
+    Mutant("release.lua", "owner", "and f[2] == worker_id and", "and true and"),
+    Mutant("release.lua", "attempt", "and f[3] == attempt then", "and true then"),
     # unclaim.lua: never requeue a claimed task, nor an id not in the list.
     Mutant("unclaim.lua", "status running", "if status == 'running' then", "if false then"),
     Mutant("unclaim.lua", "in the list", "if redis.call('LREM', KEYS[1], 1, task_id) == 0 then",

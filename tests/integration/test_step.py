@@ -227,3 +227,14 @@ def test_release_leaves_a_task_whose_lease_was_lost(client, scripts):
 
     assert queue.release(scripts, "node-1/w1", [claim]) == 0
     assert queue.status(client, claim.task_id).status is queue.TaskStatus.RUNNING
+
+
+def test_release_leaves_a_task_of_another_attempt_or_already_ended(client, scripts):
+    submit(client, 2)
+    first, second = queue.step(client, scripts, "node-1/w1", taking(batch=2)).claims
+    client.hset(store.task_key(first.task_id), "attempts", "2")  # reaped and taken again
+    client.hset(store.task_key(second.task_id), "status", "complete")
+
+    assert queue.release(scripts, "node-1/w1", [first, second]) == 0
+    assert queue.status(client, first.task_id).status is queue.TaskStatus.RUNNING
+    assert queue.status(client, second.task_id).status is queue.TaskStatus.COMPLETE
