@@ -129,6 +129,8 @@ def test_a_worker_paused_past_its_lease_has_its_late_write_refused(start_cluster
     # The log line follows the write by a moment: wait for it, then no other.
     logged = wait_for(chaos.completions_logged, what="the completion in the logs")
     assert logged == {task_id: 1}
+    # Workers add their counts to Valkey once a second: wait for it.
+    wait_for(lambda: chaos.stat("complete:add") >= 1, what="the worker's counts flushed")
     results_stored = chaos.stat("complete:add")
     assert results_stored == 1
     RESULTS["paused_worker"] = {
