@@ -1,6 +1,7 @@
 # Distributed Math Wizard — the two commands that matter:
 #   make run    start the whole cluster locally (Valkey, 3 nodes, nginx) on PORT
 #   make test   install everything needed and run every test
+# and for a class: make lab (make run with the labs' settings, ops/scripts/)
 # Both create .venv and install what they need on a fresh machine.
 
 PORT    ?= 8080
@@ -15,8 +16,8 @@ PY      := $(VENV)/bin/python
 PIP     := $(PY) -m pip --disable-pip-version-check -q
 CHROMIUM ?= /usr/bin/chromium
 
-.PHONY: run test chaos bench bench-gil edge-figures lint up public certs down clean install-local install-dev \
-        install-public install-bench chromium podman containers-test iproute2 lab
+.PHONY: run lab test chaos bench bench-gil edge-figures lint up public certs down clean install-local \
+        install-dev install-public install-bench chromium podman containers-test iproute2 netlab
 
 # The virtual environment, created once.
 $(PY):
@@ -53,6 +54,11 @@ install-bench: $(VENV)/.bench-installed
 run: install-local
 	$(PY) -m wizard up --port $(PORT) --nodes $(NODES) --workers $(WORKERS) $(if $(filter 1 yes true,$(HA)),--ha) --var-dir $(VAR)
 
+## lab: make run in lab mode for ops/scripts/ and docs/walkthrough.md: chaos
+## operation, an admin token (printed), rate limits on, short leases
+lab: install-local
+	$(PY) -m wizard up --lab --port $(PORT) --nodes $(NODES) --workers $(WORKERS)
+
 ## chromium: Debian's Chromium for the browser tests, installed if missing
 chromium:
 	@if [ ! -x "$(CHROMIUM)" ]; then \
@@ -85,8 +91,8 @@ iproute2:
 	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends iproute2 ebtables >/dev/null; \
 	fi
 
-## lab: the cluster over network namespaces on http://198.18.42.2/ (root; HA=1, DURABLE_ACK=replica)
-lab: install-local iproute2
+## netlab: the cluster over network namespaces on http://198.18.42.2/ (root; HA=1, DURABLE_ACK=replica)
+netlab: install-local iproute2
 	$(if $(DURABLE_ACK),WIZARD_DURABLE_ACK=$(DURABLE_ACK)) $(PY) -m wizard.netlab up $(if $(filter 1 yes true,$(HA)),--ha)
 
 ## test: every test (unit, integration, end to end, chaos, network lab, browser)

@@ -1,9 +1,11 @@
-"""The command line: ``python -m wizard node | up``.
+"""The command line: ``python -m wizard node | up | inspect``.
 
 - ``node``: one node (supervisor, API, workers, scheduler); configured by
   the environment (see :mod:`wizard.config`). The container's command.
 - ``up``: the whole cluster on this machine (embedded Valkey, N nodes,
-  nginx); what ``make run`` runs.
+  nginx); what ``make run`` runs (``--lab``: what ``make lab`` runs).
+- ``inspect``: a read-only look inside Valkey (queue, processing lists,
+  heartbeats, a task's hash); see :mod:`wizard.inspection`.
 """
 
 from __future__ import annotations
@@ -59,11 +61,24 @@ def _parser() -> argparse.ArgumentParser:
         default=None,
         help="folder for Valkey's AOF, the nginx config and the logs (default var/)",
     )
+    look = commands.add_parser("inspect", help="read-only look inside Valkey: queue, lists, tasks")
+    look.add_argument("--task", default=None, help="the task whose hash to show (default: newest)")
+    look.add_argument(
+        "--var-dir",
+        type=Path,
+        default=Path(__file__).resolve().parent.parent / "var",
+        help="the local cluster's folder, for its cluster.json (default var/)",
+    )
     up.add_argument(
         "--ha",
         action="store_true",
         help="a Valkey primary, two replicas and three sentinels instead of one Valkey; "
         "the nodes find the primary through the sentinels and follow a failover",
+    )
+    up.add_argument(
+        "--lab",
+        action="store_true",
+        help="lab mode for ops/scripts/: chaos operation, admin token, rate limits, short leases",
     )
     return parser
 
@@ -79,6 +94,8 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as error:
         print(f"wizard {args.command}: {error}", file=sys.stderr)
         return EXIT_CONFIG
+    if args.command == "inspect":
+        return _inspect(args.var_dir, args.task)
     if args.command == "node":
         from .supervisor import run_node
 
@@ -92,7 +109,29 @@ def main(argv: list[str] | None = None) -> int:
         valkey_url=valkey_url,
         var_dir=args.var_dir,
         ha=args.ha,
+        lab_mode=args.lab,
     )
+
+
+def _inspect(var_dir: Path, task_id: str | None) -> int:
+    """``python -m wizard inspect``: print the report; 1 if Valkey cannot
+    be reached (the reason on stderr)."""
+    import os
+
+    import valkey
+
+    from .inspection import InspectError, connect, report
+
+    try:
+        client, where = connect(var_dir, os.environ)
+        print(where)
+        for line in report(client, task_id):
+            print(line)
+    except (InspectError, OSError, valkey.ValkeyError) as error:
+        # Nothing to inspect (no cluster, no password, Valkey down): say why.
+        print(f"wizard inspect: {error}", file=sys.stderr)
+        return 1
+    return 0
 
 
 if __name__ == "__main__":

@@ -10,8 +10,14 @@
    with the same ``ops/nginx/`` files that docker compose uses and an upstream
    listing the nodes (round robin).
 
-It waits until each part is ready, prints the URLs, and stops everything it
-started, by PID, on Ctrl+C or SIGTERM. Logs go to ``var/logs/``.
+It waits until each part is ready, prints the URLs and every process with
+its PID, and stops everything it started, by PID, on Ctrl+C or SIGTERM.
+Logs go to ``var/logs/``. It records nginx's and Valkey's PIDs in Valkey's
+``processes`` hash (each node records its own), so ``/cluster`` lists every
+process, and writes ``var/cluster.json`` (addresses and file paths, no
+secret) for the lab scripts and ``python -m wizard inspect``. A part it
+restarts, or a child a node's supervisor restarts, is announced on its
+console with the new PID. ``--lab`` adds the settings of :mod:`wizard.lab`.
 
 Tests use :class:`LocalCluster` directly, to stop or kill single parts::
 
@@ -22,6 +28,7 @@ Tests use :class:`LocalCluster` directly, to stop or kill single parts::
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 import signal
@@ -31,7 +38,7 @@ from pathlib import Path
 
 import valkey
 
-from . import acl
+from . import acl, lab, membership, proctitle
 from .processes import (
     READY_TIMEOUT,
     ClusterError,
@@ -261,6 +268,58 @@ class LocalCluster:
         self.valkey = EmbeddedValkey(self.valkey_port, self.var_dir, host=self.host)
         self.valkey.die_with_parent = self.die_with_launcher
         self.valkey.start()
+        self.record_process("valkey", self.valkey.pid, "valkey")
+
+    def record_process(self, name: str, pid: int | None, role: str) -> None:
+        """Record a part the launcher alone knows (nginx, Valkey) in the
+        ``processes`` hash, as the admin; best effort (Valkey may be away:
+        it is only for ``/cluster``)."""
+        client = valkey.Valkey.from_url(self.admin_url, socket_timeout=2, socket_connect_timeout=2)
+        try:
+            membership.record_process(client, name, pid=pid or 0, node="", role=role)
+        except valkey.ValkeyError as error:
+            # Away or refusing: /cluster shows the older pid until next time.
+            log.warning(f"could not record {name}'s pid", extra={"error": str(error)})
+        finally:
+            client.close()
+
+    def node_processes(self, name: str) -> dict[str, int]:
+        """Node ``name``'s processes by title (``wizard node-1 api`` ->
+        pid): its supervisor and each child that has named itself (read
+        from ``/proc``; a child still starting is left out)."""
+        part = self.nodes.get(name)
+        if part is None or not part.alive():
+            return {}
+        found = {proctitle.read_title(part.pid): part.pid}
+        for pid in children_of(part.pid):
+            found[proctitle.read_title(pid)] = pid
+        return {title: pid for title, pid in found.items() if title.startswith("wizard ")}
+
+    def write_cluster_file(self) -> Path:
+        """Write ``var/cluster.json``: the gateway's and nodes' URLs, where
+        Valkey listens, and the paths of the password and token files (never
+        a secret itself), for the lab scripts and ``wizard inspect``."""
+        token = lab.admin_token_path(self.var_dir)
+        described = {
+            "gateway_url": self.url,
+            "nodes": {name: self.node_url(name) for name in self.node_ports},
+            "valkey_url": self.valkey_url,
+            "valkey_password_file": str(self.valkey_password_file or ""),
+            "valkey_admin_url": "" if self.external_valkey else self._admin_url_without_password(),
+            "valkey_admin_password_file": ""
+            if self.external_valkey
+            else str(self.var_dir / "secrets" / acl.ADMIN_PASSWORD_FILE),
+            "admin_token_file": str(token) if token.exists() else "",
+        }
+        path = self.var_dir / "cluster.json"
+        path.write_text(json.dumps(described, indent=2) + "\n")
+        return path
+
+    def _admin_url_without_password(self) -> str:
+        """:attr:`admin_url` (the HA primary's, with ``ha``) minus the
+        password, which stays in its file."""
+        address = self.admin_url.rpartition("@")[2]
+        return f"valkey://{acl.ADMIN_USER}@{address}"
 
     def kill_valkey(self, signum: int = signal.SIGTERM) -> None:
         """Stop the embedded Valkey with ``signum`` and wait for it to exit."""
@@ -376,6 +435,7 @@ http {{
         self.gateway.die_with_parent = self.die_with_launcher
         self.gateway.start()
         wait_until(lambda: http_ok(self.url + "/healthz"), "nginx", process=self.gateway.process)
+        self.record_process("nginx", self.gateway.pid, "gateway")
 
     # --- the whole ------------------------------------------------------
 
@@ -392,6 +452,12 @@ http {{
             )
         try:
             self.start_valkey()
+            # A new cluster: forget the processes of an earlier run (a node
+            # of a bigger one would linger in /cluster), keep this Valkey.
+            self._forget_processes()
+            if self.valkey is not None:
+                self.record_process("valkey", self.valkey.pid, "valkey")
+            self.write_cluster_file()
             for name in self.node_ports:
                 self.start_node(name)
             for name in self.node_ports:
@@ -400,6 +466,18 @@ http {{
         except BaseException:
             self.stop()
             raise
+
+    def _forget_processes(self) -> None:
+        """Empty the ``processes`` hash: a new cluster starts (a stale node
+        of an earlier, bigger run would linger in /cluster otherwise)."""
+        client = valkey.Valkey.from_url(self.admin_url, socket_timeout=2, socket_connect_timeout=2)
+        try:
+            membership.forget_processes(client)
+        except valkey.ValkeyError as error:
+            # A Valkey of yours that refuses (not our admin): keep its list.
+            log.warning("could not reset the process list", extra={"error": str(error)})
+        finally:
+            client.close()
 
     def parts(self) -> list[Part]:
         """Every part started, gateway first (the order of stopping)."""
@@ -452,13 +530,15 @@ def run_up(
     valkey_url: str | None,
     var_dir: Path | None = None,
     ha: bool = False,
+    lab_mode: bool = False,
 ) -> int:
-    """``python -m wizard up``: start the cluster, print the URLs, and stop it
-    all, in order (nginx, then the nodes finishing their tasks, then Valkey),
-    on Ctrl+C, SIGTERM, SIGHUP, or when its terminal goes away without a
-    signal reaching it. Its files go under ``var_dir`` (default ``var/`` in
-    the checkout), which one launcher at a time may use. Returns the exit
-    code (1 if it cannot start)."""
+    """``python -m wizard up``: start the cluster, print the URLs and every
+    process's PID, and stop it all, in order (nginx, then the nodes
+    finishing their tasks, then Valkey), on Ctrl+C, SIGTERM, SIGHUP, or when
+    its terminal goes away without a signal reaching it. Its files go under
+    ``var_dir`` (default ``var/`` in the checkout), which one launcher at a
+    time may use. ``lab_mode`` adds the lab's settings (:mod:`wizard.lab`)
+    and says so in the banner. Returns the exit code (1 if it cannot start)."""
     var_dir = Path(var_dir or ROOT / "var")
     lock = lock_var_dir(var_dir)
     if lock is None:
@@ -468,12 +548,14 @@ def run_up(
             file=sys.stderr,
         )
         return 1
+    node_env = lab.node_env(var_dir) if lab_mode else {}
     cluster = LocalCluster(
         gateway_port=port,
         nodes=nodes,
         workers=workers,
         var_dir=var_dir,
         valkey_url=valkey_url,
+        node_env=node_env,
         die_with_launcher=True,
         ha=ha,
     )
@@ -485,15 +567,18 @@ def run_up(
     for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(signum, request_stop)
     terminal = Terminal()
-    terminal.say(f"starting Valkey, {nodes} nodes x {workers} workers and nginx ...")
+    mode = " in lab mode" if lab_mode else ""
+    terminal.say(f"starting Valkey, {nodes} nodes x {workers} workers and nginx{mode} ...")
     try:
         cluster.start()
     except ClusterError as error:
         terminal.say(f"wizard up: {error}", sys.stderr)
         return 1
-    terminal.say(_banner(cluster))
+    titles = _wait_for_titles(cluster)
+    terminal.say(_banner(cluster, titles, lab.banner_lines(var_dir) if lab_mode else []))
     while stop["reason"] is None:
         _watch(cluster, terminal)
+        titles = _watch_children(cluster, titles, terminal)
         time.sleep(0.5)
         if terminal.hung_up():
             stop["reason"] = "the terminal closed"
@@ -555,7 +640,8 @@ class Terminal:
 
 def _watch(cluster: LocalCluster, terminal: Terminal) -> None:
     """Restart a part that died (like compose's restart policy), so you can
-    kill -9 any process of the cluster and watch the system recover."""
+    kill -9 any process of the cluster and watch the system recover; say
+    which PID it has now."""
     for part in cluster.parts():
         if part.process.poll() is None:
             continue
@@ -566,41 +652,98 @@ def _watch(cluster: LocalCluster, terminal: Terminal) -> None:
             continue
         terminal.say(f"{part.name} exited with code {part.process.returncode}; restarting it")
         part.kill_leftovers()
+        before = part.pid
         try:
             if part is cluster.valkey:
                 cluster.start_valkey()
+                now = cluster.valkey.pid
             elif cluster.ha is not None and part in cluster.ha.parts():
                 # A server comes back from its AOF; the sentinels make it a
                 # replica of whoever is primary now.
                 part.start()
+                now = part.pid
             elif part is cluster.gateway:
                 cluster.start_gateway()
+                now = cluster.gateway.pid
             else:
                 cluster.start_node(part.name)
+                now = cluster.nodes[part.name].pid
         except ClusterError as error:
             # Not this time (its port still closing?): the next round retries.
             terminal.say(f"could not restart {part.name}: {error}")
+            continue
+        terminal.say(f"{part.name} restarted: pid {now} (was {before})")
 
 
-def _banner(cluster: LocalCluster) -> str:
+def _all_titles(cluster: LocalCluster) -> dict[str, int]:
+    """Every node process that has named itself: title -> pid."""
+    found: dict[str, int] = {}
+    for name in cluster.node_ports:
+        found.update(cluster.node_processes(name))
+    return found
+
+
+def _wait_for_titles(cluster: LocalCluster, timeout: float = 10.0) -> dict[str, int]:
+    """The node processes by title once each node shows all of its own
+    (supervisor, API, workers, scheduler), or what there is after
+    ``timeout`` seconds (a child still starting is then left out)."""
+    expected = len(cluster.node_ports) * (cluster.workers + 3)
+    deadline = time.monotonic() + timeout
+    titles = _all_titles(cluster)
+    while len(titles) < expected and time.monotonic() < deadline:
+        time.sleep(0.1)
+        titles = _all_titles(cluster)
+    return titles
+
+
+def _watch_children(
+    cluster: LocalCluster, before: dict[str, int], terminal: Terminal
+) -> dict[str, int]:
+    """Print each node process whose PID changed since ``before`` (its
+    supervisor restarted it, or the launcher restarted its node); return
+    the titles now."""
+    now = _all_titles(cluster)
+    for title, pid in sorted(now.items()):
+        old = before.get(title)
+        if old is not None and old != pid:
+            terminal.say(f"{title} restarted: pid {pid} (was {old})")
+    # A title missing right now (dying, or still starting) keeps its old pid.
+    return {**before, **now}
+
+
+def _banner(cluster: LocalCluster, titles: dict[str, int], lab_lines: list[str]) -> str:
+    """What the launcher prints once the cluster is up: URLs, every process
+    with its pid (``titles``: title -> pid), ``lab_lines`` if any, hints."""
+    gateway_pid = cluster.gateway.pid if cluster.gateway else "?"
     lines = [
         "",
         f"  Math Wizard is up:  {cluster.url}/",
         "",
-        f"  gateway (nginx)     {cluster.url}   (round robin over the nodes)",
+        f"  gateway (nginx)     {cluster.url}   pid {gateway_pid}   (round robin over the nodes)",
     ]
-    for name in cluster.node_ports:
-        lines.append(f"  {name:<19} {cluster.node_url(name)}   pid {cluster.nodes[name].pid}")
-    if cluster.ha is None:
-        lines.append(f"  valkey              {cluster.valkey_url}")
-    else:
+    if cluster.ha is not None:
         for server in cluster.ha.servers:
             lines.append(f"  {server.name:<19} valkey://{server.address}   pid {server.pid}")
         sentinels = ",".join(cluster.ha.sentinel_addresses)
         lines.append(f"  sentinels           {sentinels}   (primary: GET /cluster)")
+    elif cluster.valkey is not None:
+        lines.append(f"  valkey              {cluster.valkey_url}   pid {cluster.valkey.pid}")
+    else:
+        lines.append(f"  valkey              {cluster.valkey_url}   (yours: VALKEY_URL)")
+    for name in cluster.node_ports:
+        supervisor = titles.get(proctitle.title(name, "supervisor"), cluster.nodes[name].pid)
+        lines.append(f"  {name:<19} {cluster.node_url(name)}   pid {supervisor} (supervisor)")
+        for title, pid in titles.items():
+            role = title.removeprefix(f"wizard {name} ")
+            if title.startswith(f"wizard {name} ") and role != "supervisor":
+                lines.append(f"    {role:<17} pid {pid}")
     if cluster.valkey_password_file is not None:
         lines.append(f"  valkey passwords    {cluster.valkey_password_file.parent}/ (mode 0600)")
     lines.append(f"  logs                {cluster.var_dir / 'logs'}/")
+    lines.append(
+        f"  every process       curl -s {cluster.url}/cluster   (and ps -ef | grep 'wizard ')"
+    )
+    lines.extend(lab_lines)
     lines.append("")
     lines.append(f"  try:  curl -s -X POST '{cluster.url}/task?a=1&b=2&operation=add'")
     lines.append("  stop: Ctrl+C")

@@ -29,6 +29,7 @@ FIELDS = (
     "attempt",
     "reason",
     "pid",
+    "previous_pid",
     "exit_code",
     "delay_seconds",
     "error",

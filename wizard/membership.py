@@ -39,6 +39,11 @@ def worker_id(node_id: str, n: int) -> str:
     return f"{node_id}/w{n}"
 
 
+def worker_number(worker: str) -> str:
+    """The part of a worker id after its node: ``w2`` for ``node-1/w2``."""
+    return worker.rpartition("/")[2]
+
+
 def node_worker_ids(node_id: str, workers: int) -> list[str]:
     """The ids of the ``workers`` workers a node runs, in order."""
     return [worker_id(node_id, n) for n in range(1, workers + 1)]
@@ -162,3 +167,40 @@ def forget_stale(client: valkey.Valkey, now: float | None = None) -> list[str]:
     for worker in stale:
         client.hdel(store.WORKER_REGISTRY, worker)
     return stale
+
+
+# --- every process, for /cluster ---------------------------------------------
+
+
+def record_process(client: valkey.Valkey, name: str, *, pid: int, node: str, role: str) -> None:
+    """Note that process ``name`` (``node-1/api``, ``nginx``...) now runs
+    as ``pid`` in the :data:`store.PROCESS_REGISTRY` hash, replacing any
+    earlier pid under that name. ``role`` is ``supervisor``, ``api``,
+    ``worker``, ``scheduler``, ``gateway`` or ``valkey``; ``node`` is ''
+    for the gateway and Valkey.
+
+    Raises:
+        valkey.ConnectionError, valkey.TimeoutError: Valkey is unreachable.
+    """
+    card = {"pid": pid, "node": node, "role": role, "at": time.time()}
+    client.hset(store.PROCESS_REGISTRY, name, json.dumps(card))
+
+
+def forget_processes(client: valkey.Valkey) -> None:
+    """Empty the process registry (a launcher starting a new cluster).
+
+    Raises:
+        valkey.ConnectionError, valkey.TimeoutError: Valkey is unreachable.
+    """
+    client.delete(store.PROCESS_REGISTRY)
+
+
+def process_table(client: valkey.Valkey) -> list[dict]:
+    """Every recorded process, sorted by name: ``[{"name", "pid", "node",
+    "role", "at"}]`` (``at``: when it started, Unix seconds).
+
+    Raises:
+        valkey.ConnectionError, valkey.TimeoutError: Valkey is unreachable.
+    """
+    found = client.hgetall(store.PROCESS_REGISTRY)
+    return [{"name": name, **json.loads(text)} for name, text in sorted(found.items())]

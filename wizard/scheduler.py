@@ -180,8 +180,9 @@ class Scheduler:
 
 def run_scheduler(settings: Settings) -> None:
     """Entry point of the scheduler process (top-level, for ``spawn``)."""
-    from . import logs
+    from . import logs, proctitle
 
     logs.configure(settings.log_level, node=settings.node_id, process="scheduler")
     faults.install_crash_hooks()
+    proctitle.name(node_id=settings.node_id, role="scheduler")
     Scheduler(settings).run()

@@ -33,7 +33,7 @@ from waitress.channel import HTTPChannel
 from waitress.server import BaseWSGIServer
 from waitress.task import ErrorTask
 
-from . import faults, logs
+from . import faults, logs, proctitle
 from .config import Settings
 from .loop import run_steps
 from .router import PROBLEM_BASE
@@ -48,6 +48,7 @@ def run_api(settings: Settings) -> None:
 
     logs.configure(settings.log_level, node=settings.node_id, process="api")
     faults.install_crash_hooks()
+    proctitle.name(node_id=settings.node_id, role="api")
     # waitress logs "Task queue depth is N" for every request that waits for
     # a free thread: one JSON line per request exactly when the node is busiest.
     logging.getLogger("waitress.queue").setLevel(logging.ERROR)

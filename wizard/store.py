@@ -50,6 +50,14 @@ RECENT_LIMIT = 200
 #: seen within the last hour, so /cluster can show dead ones greyed out.
 WORKER_REGISTRY = "workers"
 
+#: hash process name -> JSON {"pid", "node", "role", "at"}
+#: (wizard.membership.record_process): where each long-lived process of the
+#: cluster runs, so /cluster can list them all. Names: "<node>/supervisor",
+#: "<node>/api", "<node>/scheduler", "<node>/w<n>" (written by each node's
+#: supervisor), "nginx" and "valkey" (written by the local launcher, which
+#: alone knows them). "at" is when it started, Unix seconds.
+PROCESS_REGISTRY = "processes"
+
 #: string holding the node id of the one scheduler allowed to reap and
 #: promote; SET NX with an expiry, so another node takes over when it dies.
 SCHEDULER_LOCK = "scheduler:lock"

@@ -15,6 +15,11 @@ logged as JSON and ends it with ``faults.EXIT_CRASHED``, so a child never
 lives on with a thread missing. The restarts are counted in Valkey
 (``restarts:<node>``), where ``/readyz`` reads a restart loop
 (``health.RESTART_LOOP`` deaths in a row) and ``/cluster`` shows every count.
+The restart is logged with the new pid and the old one. Every process of the
+node (this supervisor and each child, after each start) is recorded in
+Valkey's ``processes`` hash for ``/cluster``, and each names itself for
+``ps`` (:mod:`wizard.proctitle`): ``wizard node-1 supervisor``, ``wizard
+node-1 api``, ``wizard node-1 worker w1``, ``wizard node-1 scheduler``.
 
 The start method is ``spawn``, chosen deliberately: each child begins with a
 fresh interpreter, so no Valkey socket, lock or thread of the parent leaks
@@ -41,7 +46,7 @@ from dataclasses import dataclass
 
 import valkey
 
-from . import faults, logs, membership, store
+from . import faults, logs, membership, proctitle, store
 from .config import Settings
 
 log = logging.getLogger(__name__)
@@ -69,6 +74,8 @@ class Child:
     name: str
     target: Callable[..., None]
     args: tuple
+    #: What it is: ``api``, ``worker`` or ``scheduler``.
+    role: str = ""
     process: multiprocessing.process.BaseProcess | None = None
     started_at: float = 0.0
     #: Restarts in a row (the backoff's exponent); back to 0 once it has
@@ -102,14 +109,17 @@ class Supervisor:
         from .worker import run_worker
 
         self.settings = settings
-        self.children = [Child("api", run_api, (settings,))]
+        self.children = [Child("api", run_api, (settings,), "api")]
         for n in range(1, settings.workers + 1):
             worker_id = membership.worker_id(settings.node_id, n)
-            self.children.append(Child(worker_id, run_worker, (settings, worker_id)))
-        self.children.append(Child("scheduler", run_scheduler, (settings,)))
+            self.children.append(Child(worker_id, run_worker, (settings, worker_id), "worker"))
+        self.children.append(Child("scheduler", run_scheduler, (settings,), "scheduler"))
         self.stop_reason: str | None = None
         self._wake = threading.Event()
         self.client = store.connect(settings)
+        #: (name, pid, role) of processes started but not yet recorded in
+        #: Valkey's process registry (it was away meanwhile).
+        self._unrecorded: list[tuple[str, int, str]] = []
 
     def request_stop(self, signum, frame) -> None:
         """Signal handler: first signal stops gracefully, second at once."""
@@ -127,10 +137,13 @@ class Supervisor:
         signal.signal(signal.SIGINT, self.request_stop)
         log.info("node starting", extra={"pid": os.getpid()})
         self._write(lambda: self.client.delete(store.restarts_key(self.settings.node_id)))
+        self._unrecorded.append((f"{self.settings.node_id}/supervisor", os.getpid(), "supervisor"))
         for child in self.children:
             child.start()
+            self._note_started(child)
         while self.stop_reason is None:
             self._restart_the_dead()
+            self._record_processes()
             self._wake.wait(0.2)
         log.info(f"node stopping on {self.stop_reason}: asking children to finish")
         self._stop_children()
@@ -157,8 +170,14 @@ class Supervisor:
                 child.restarts += 1
                 child.total_restarts += 1
                 exit_code = child.process.exitcode
+                previous = child.process.pid
                 child.start()
                 self._publish(child, exit_code)
+                self._note_started(child)
+                log.warning(
+                    f"{child.name} restarted",
+                    extra={"pid": child.process.pid, "previous_pid": previous},
+                )
 
     def _forgive(self, child: Child, now: float) -> None:
         """A child that has run RESTART_RESET_AFTER seconds is out of its
@@ -166,6 +185,28 @@ class Supervisor:
         if child.restarts and now - child.started_at > RESTART_RESET_AFTER:
             child.restarts = 0
             self._publish(child, None)
+
+    def _note_started(self, child: Child) -> None:
+        """Queue ``child``'s new pid for the process registry."""
+        name = _process_name(self.settings.node_id, child.name)
+        self._unrecorded.append((name, child.process.pid, child.role))
+
+    def _record_processes(self) -> None:
+        """Record the pids started since the last call in the ``processes``
+        hash (:func:`membership.record_process`); if Valkey is away, keep
+        them for the next round."""
+        node = self.settings.node_id
+        while self._unrecorded:
+            name, pid, role = self._unrecorded[0]
+            try:
+                membership.record_process(self.client, name, pid=pid, node=node, role=role)
+            except valkey.ValkeyError as error:
+                # Valkey away or refusing (OOM, an older ACL...): the workers
+                # report the trouble; the registry only serves /cluster, so
+                # it never stops a node: try again next round.
+                log.debug("process not recorded yet", extra={"error": str(error)})
+                return
+            self._unrecorded.pop(0)
 
     @staticmethod
     def _backoff(child: Child, now: float) -> float:
@@ -215,8 +256,17 @@ class Supervisor:
                 child.process.join()
 
 
+def _process_name(node_id: str, child_name: str) -> str:
+    """The registry name of a child: ``node-1/api``, ``node-1/w1`` (a
+    worker's name is already its id), ``node-1/scheduler``."""
+    if child_name.startswith(f"{node_id}/"):
+        return child_name
+    return f"{node_id}/{child_name}"
+
+
 def run_node(settings: Settings) -> int:
     """``python -m wizard node``: run one node until SIGTERM/SIGINT."""
     logs.configure(settings.log_level, node=settings.node_id, process="supervisor")
     faults.install_crash_hooks()
+    proctitle.name(node_id=settings.node_id, role="supervisor")
     return Supervisor(settings).run()

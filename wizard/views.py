@@ -18,7 +18,8 @@ from . import health, membership, metrics, store
 def cluster_view(client: valkey.Valkey, *, heartbeat_seconds: float) -> dict:
     """``{"time", "nodes": [{"node", "alive", "restarts", "workers": [...]}],
     "queue", "valkey": {"primary", "via", "role", "replicas"},
-    "problems": [{"part", "reason"}]}``.
+    "problems": [{"part", "reason"}],
+    "processes": [{"name", "pid", "node", "role", "at"}]}``.
 
     A worker is alive when its heartbeat key exists and it beat within three
     beats (``3 * heartbeat_seconds``); a node is alive when one of its
@@ -26,6 +27,9 @@ def cluster_view(client: valkey.Valkey, *, heartbeat_seconds: float) -> dict:
     are left out. Times are Unix seconds; ages are seconds. ``problems``
     names every unhealthy part (:mod:`wizard.health`): Valkey full or
     evicting, a stale heartbeat, a process in a restart loop.
+    ``processes`` lists every process recorded in the registry
+    (:func:`membership.process_table`): each node's supervisor, API,
+    workers and scheduler, and, on the local cluster, nginx and Valkey.
 
     Raises:
         valkey.ConnectionError, valkey.TimeoutError: Valkey is unreachable.
@@ -70,10 +74,12 @@ def cluster_view(client: valkey.Valkey, *, heartbeat_seconds: float) -> dict:
         )
     for node_id in nodes:
         problems.extend(health.restart_problems(node_id, restarts.get(node_id, {})))
+    processes = membership.process_table(client)
     return {
         "time": now,
         "nodes": list(nodes.values()),
         "queue": snapshot,
         "valkey": primary,
         "problems": [p.to_json() for p in problems],
+        "processes": processes,
     }

@@ -489,8 +489,9 @@ class _Ran:
 def run_worker(settings: Settings, worker_id: str) -> None:
     """Entry point of a worker process (a top-level function, so ``spawn``
     can start it by name). Builds its own Valkey connection in the child."""
-    from . import logs
+    from . import logs, proctitle
 
     logs.configure(settings.log_level, node=settings.node_id, process=worker_id)
     faults.install_crash_hooks()
+    proctitle.name(node_id=settings.node_id, role=f"worker {membership.worker_number(worker_id)}")
     Worker(settings, worker_id).run()

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Lesson 1: one address, several servers. nginx hands each request to the
+# Lab 1: one address, several servers. nginx hands each request to the
 # next node in turn (round robin), so six calls to /whoami through the
 # gateway are answered by node A, B, C, A, B, C.
 #
@@ -14,12 +14,18 @@ CALLS="${CALLS:-6}"
 field() { grep -o "\"$1\":\"[^\"]*\"" | head -n 1 | cut -d '"' -f 4; }
 
 echo "GET ${BASE_URL}/whoami, ${CALLS} times:"
+answered=()
 for call in $(seq 1 "${CALLS}"); do
   body="$(curl -sS --fail-with-body "${BASE_URL}/whoami")"
   node="$(field node <<<"${body}")"
   pid="$(grep -o '"pid":[0-9]*' <<<"${body}" | cut -d : -f 2)"
   echo "  call ${call}: answered by ${node} (API process pid ${pid})"
+  answered+=("${node}")
 done
+if [[ "${#answered[@]}" -ge 2 && "${answered[0]}" == "${answered[1]}" ]]; then
+  echo "LESSON NOT SHOWN: two calls in a row reached ${answered[0]}: is the gateway balancing?" >&2
+  exit 1
+fi
 echo
 echo "The node changes on every call: the gateway rotates over all of them."
 echo "Each node is a separate process (a container under docker compose)."

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Lesson 3: asynchronous work through the queue. POST /task answers 202 at
+# Lab 3: asynchronous work through the queue. POST /task answers 202 at
 # once with a status URL; a worker on any node computes; any node can answer
 # the status, because the state lives in Valkey, not in a node:
 #   accepted_by  the node whose API queued the task (the producer)
@@ -19,8 +19,14 @@ TIMEOUT_SECONDS="${TIMEOUT_SECONDS:-60}"
 field() { grep -o "\"$1\":\"[^\"]*\"" | head -n 1 | cut -d '"' -f 4; }
 
 echo "POST ${BASE_URL}/task?a=${A}&b=${B}&operation=${OP}"
-submitted="$(curl -sS --fail-with-body -X POST "${BASE_URL}/task?a=${A}&b=${B}&operation=${OP}")"
+output="$(curl -sS --fail-with-body -w '\n%{http_code}' -X POST "${BASE_URL}/task?a=${A}&b=${B}&operation=${OP}")"
+submitted="$(head -n 1 <<<"${output}")"
+echo "-> $(tail -n 1 <<<"${output}") (answered before any work was done)"
 python3 -m json.tool <<<"${submitted}"
+if [[ "$(tail -n 1 <<<"${output}")" != 202 ]]; then
+  echo "LESSON NOT SHOWN: POST /task did not answer 202 Accepted" >&2
+  exit 1
+fi
 status_url="$(field status_url <<<"${submitted}")"
 
 echo

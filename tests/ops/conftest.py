@@ -19,8 +19,8 @@ OPS = ROOT / "ops"
 ADMIN_TOKEN = "token-for-the-ops-tests"
 
 #: Settings of the shared cluster's nodes: no simulated work; the chaos
-#: operation `crash` on, one attempt and a 2 s lease, so a crashed task is
-#: dead-lettered about 2 s after it was taken (lesson 6).
+#: operation `crash` on, one attempt and a 2 s lease. (The labs of
+#: ops/scripts/ run against their own cluster in lab mode: test_scripts.py.)
 NODE_ENV = {
     "WIZARD_WORK_SECONDS": "0",
     "WIZARD_CHAOS_OPERATIONS": "1",

@@ -17,6 +17,7 @@ PACKAGE = Path(wizard.__file__).resolve().parent
 LAYERS = [
     "wizard.config",
     "wizard.logs",
+    "wizard.proctitle",
     "wizard.store",
     "wizard.faults",
     "wizard.operations",
@@ -38,6 +39,8 @@ LAYERS = [
     "wizard.processes",
     "wizard.acl",
     "wizard.ha",
+    "wizard.lab",
+    "wizard.inspection",
     "wizard.cluster",
     "wizard.certs",
     "wizard.slowlink",

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Lab 1: cut a node host off in the middle of a burst. Needs the lab running
-# in another terminal (as root: make lab) and the dashboard open at BASE_URL.
+# in another terminal (as root: make netlab) and the dashboard open at BASE_URL.
 #
 # N tasks are submitted through the gateway; after a third of them, node-2's
 # cable is pulled (its bridge port goes down; its processes keep running).

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Lab 3: partition the Valkey primary away. Needs the lab running with
-# replicas and Sentinel (make lab HA=1), and WIZARD_DURABLE_ACK=replica in
+# replicas and Sentinel (make netlab HA=1), and WIZARD_DURABLE_ACK=replica in
 # the lab's environment to see "nothing acknowledged is lost".
 #
 # Finds the primary in /cluster, pulls its host's cable (the sentinel beside
@@ -19,7 +19,7 @@ TIMEOUT_SECONDS="${TIMEOUT_SECONDS:-60}"
 # The project's Python (the one with wizard installed), e.g. PYTHON=.venv/bin/python.
 PYTHON="${PYTHON:-python3}"
 LAB=("${PYTHON}" -m wizard.netlab)
-# The lab Valkey's admin password (make lab writes it, mode 0600).
+# The lab Valkey's admin password (make netlab writes it, mode 0600).
 ADMIN_PASSWORD_FILE="${ADMIN_PASSWORD_FILE:-var/lab/secrets/valkey-admin-password}"
 
 primary() { curl -sS -m 5 "${BASE_URL}/cluster" | grep -o '"primary":"[^"]*"' | cut -d '"' -f 4; }

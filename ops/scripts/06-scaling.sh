@@ -1,11 +1,16 @@
 #!/usr/bin/env bash
-# Lesson 4: a burst. N tasks are queued in well under a second (each POST
+# Lab 6: scaling out. N tasks are queued in well under a second (each POST
 # only writes to Valkey), then the workers of every node drain the queue.
 # The tally shows the two halves spread independently: the gateway spreads
-# the POSTs (accepted_by), the queue spreads the work (handled_by).
+# the POSTs (accepted_by), the queue spreads the work (handled_by). The drain
+# rate grows with the number of worker processes, up to the number of cores:
+# run it, then restart with more workers or nodes and run it again:
 #
-#   ops/scripts/04-burst.sh          N=30 ops/scripts/04-burst.sh
+#   ops/scripts/06-scaling.sh          N=30 ops/scripts/06-scaling.sh
+#   make lab WORKERS=2                 make lab NODES=2 WORKERS=1
 set -euo pipefail
+# shellcheck source=common.bash
+source "$(dirname "$0")/common.bash"
 
 BASE_URL="${BASE_URL:-http://127.0.0.1:8080}"
 N="${N:-12}"
@@ -14,6 +19,8 @@ TIMEOUT_SECONDS="${TIMEOUT_SECONDS:-300}"
 
 field() { grep -o "\"$1\":\"[^\"]*\"" | head -n 1 | cut -d '"' -f 4; }
 
+workers="$(alive_workers | wc -l)"
+echo "${workers} worker processes in the cluster."
 echo "Submitting ${N} tasks to ${BASE_URL}/task ..."
 started=${SECONDS}
 status_urls=()
@@ -41,7 +48,8 @@ for url in "${status_urls[@]}"; do
     sleep 0.5
   done
 done
-echo "  all ${N} finished after about $((SECONDS - started)) s"
+drain_seconds=$((SECONDS - started))
+echo "  all ${N} finished after about ${drain_seconds} s"
 
 echo
 echo "accepted by (the API that queued the task):"
@@ -50,5 +58,11 @@ echo "handled by (the worker that computed it):"
 for body in "${finished[@]}"; do field handled_by <<<"${body}"; done | sort | uniq -c
 echo
 echo "Every node accepted about the same number (round robin), while the work"
-echo "went to whichever worker was free: with WIZARD_WORK_SECONDS=2 the burst"
-echo "takes about N x 2 s / (number of workers)."
+echo "went to whichever worker was free: the burst takes about"
+echo "N x WIZARD_WORK_SECONDS / workers while there are cores for every worker;"
+echo "past the number of cores, more workers only take turns."
+busy="$(for body in "${finished[@]}"; do field handled_by <<<"${body}"; done | sort -u | wc -l)"
+echo "${busy} of ${workers} workers took part."
+if ((N >= 2 * workers && busy < workers)); then
+  fail "some workers took no task from a queue of ${N}"
+fi

@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
-# Lesson 5: errors are part of the contract. Every bad request gets a 4xx
+# Lab 13 (extra): errors are part of the contract. Every bad request gets a 4xx
 # answer as an RFC 9457 problem document (application/problem+json: type,
 # title, status, detail, handled_by), never a stack trace or an HTML page.
 # The script checks each status and exits 1 if one differs.
 #
-#   ops/scripts/05-bad-input.sh
+#   ops/scripts/13-bad-input.sh
 set -euo pipefail
 
 BASE_URL="${BASE_URL:-http://127.0.0.1:8080}"
