@@ -17,7 +17,10 @@ def test_the_report_shows_each_task_where_it_is_and_writes_nothing(client):
     # First in, first out: the first task submitted is the one taken.
     claim = queue.take(client, scripts, "node-1/w1", lease_ms=5000, block_seconds=0.1)
     assert claim.task_id == held
-    card = membership.WorkerCard("node-1/w1", node="node-1", pid=77, at=time.time(), task_id=held)
+    now = time.time()
+    card = membership.WorkerCard(
+        "node-1/w1", node="node-1", pid=77, started=now, at=now, task_id=held
+    )
     membership.beat(client, card, ttl_ms=5000)
     membership.record_process(client, "node-1/w1", pid=77, node="node-1", role="worker")
     before = {key: client.dump(key) for key in client.scan_iter()}
