@@ -34,6 +34,11 @@
 #                         valkey-cli, which the image has
 #   VALKEY_REPLICA_OF     "host port": the primary to follow when no sentinel
 #                         answers (the first start); unset: start as primary
+#   VALKEY_MIN_REPLICAS_TO_WRITE  replicas a primary needs in sync to take a
+#                         write (min-replicas-max-lag 10 s): 1 when
+#                         VALKEY_SENTINELS is set, so a primary cut off from
+#                         its replicas refuses writes instead of splitting
+#                         the brain; 0 otherwise
 #   VALKEY_SENTINEL_MASTER  the name the primary is monitored under (wizard)
 #   VALKEY_SENTINEL_QUORUM  sentinels that must agree it is down (2)
 #   VALKEY_SENTINEL_DOWN_AFTER_MS  silence before a sentinel calls it down (5000)
@@ -116,6 +121,11 @@ start_server() {
             echo "masteruser replication"
             echo "masterauth $replication_password"
         fi
+        if [ -n "${VALKEY_SENTINELS:-}" ]; then
+            min_replicas=1
+        fi
+        echo "min-replicas-to-write ${VALKEY_MIN_REPLICAS_TO_WRITE:-${min_replicas:-0}}"
+        echo "min-replicas-max-lag 10"
         if [ -n "$primary" ] && [ "$primary" != "$self" ]; then
             echo "replicaof $primary"
         fi
