@@ -38,9 +38,11 @@ HA_ENV = {
 }
 #: Tasks in one burst.
 BURST = 4
-#: Longest wait for the sentinels to agree and promote, seconds (5 s
-#: down-after-milliseconds, the vote, the promotion, on a busy machine).
-FAILOVER_TIMEOUT = 120.0
+#: Longest wait for the sentinels to agree and promote, seconds: 5 s of
+#: down-after-milliseconds, the vote, the promotion; on a busy machine the
+#: first attempt can find no replica with fresh INFO (-failover-abort-no-
+#: good-slave) and the next comes 2 x failover-timeout (60 s) later.
+FAILOVER_TIMEOUT = 180.0
 #: Longest wait for a burst of tasks to finish, seconds.
 TASKS_TIMEOUT = 120.0
 #: Answers meaning "not now, try again": the gateway without a node (502,
