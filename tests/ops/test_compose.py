@@ -7,6 +7,7 @@ only on the networks it needs."""
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
@@ -438,9 +439,16 @@ def test_make_up_ha_points_the_nodes_and_valkey_at_the_sentinels(services):
     assert "VALKEY_SENTINELS=$(COMPOSE_SENTINELS)" in ha
     assert "WIZARD_DURABLE_ACK=replica" in ha
     assert "--profile ha" in re.search(r"^COMPOSE_UP = (.*)$", makefile, re.MULTILINE).group(1)
+    # A make of its own: not the flags of a `make test` this may run under.
+    env = {k: v for k, v in os.environ.items() if k not in ("MAKEFLAGS", "MAKELEVEL", "MFLAGS")}
     dry_run = subprocess.run(
-        ["make", "-n", "up", "HA=1"], cwd=ROOT, capture_output=True, text=True, timeout=60
+        ["make", "--no-print-directory", "-n", "up", "HA=1"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
-    command = dry_run.stdout.strip().splitlines()[-1]
+    (command,) = [line for line in dry_run.stdout.splitlines() if "docker compose" in line]
     assert "VALKEY_SENTINELS=" + makefile_value("COMPOSE_SENTINELS") in command
     assert "--profile dev --profile ha up" in command
