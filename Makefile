@@ -133,25 +133,32 @@ lint: install-dev
 # in git. `make run` makes the same file itself (mode 0600); compose reads
 # it as a secret through your group (mode 0640, WIZARD_SECRETS_GID).
 VALKEY_SECRET := var/secrets/valkey-wizard-password
+# The passwords of the users the ha profile's replicas and sentinels log in as.
+VALKEY_HA_SECRETS := var/secrets/valkey-replication-password var/secrets/valkey-sentinel-password
+# The ha profile's sentinels, as the nodes and the servers ask them
+# (`make up HA=1` / `make public HA=1`; docker-compose.yml).
+COMPOSE_SENTINELS := sentinel-1:26379,sentinel-2:26379,sentinel-3:26379
+COMPOSE_HA = $(if $(filter 1 yes true,$(HA)),VALKEY_SENTINELS=$(COMPOSE_SENTINELS) WIZARD_DURABLE_ACK=replica)
 # Compose in the foreground; `make up DETACH=1` (or public) runs it detached.
-COMPOSE_UP = WIZARD_SECRETS_GID=$$(id -g) docker compose --profile $(1) up --build $(if $(DETACH),-d)
+COMPOSE_UP = WIZARD_SECRETS_GID=$$(id -g) $(COMPOSE_HA) docker compose --profile $(1) $(if $(COMPOSE_HA),--profile ha) up --build $(if $(DETACH),-d)
 
-$(VALKEY_SECRET):
+$(VALKEY_SECRET) $(VALKEY_HA_SECRETS):
 	mkdir -p -m 700 $(dir $@)
 	umask 077 && $(PYTHON) -c 'import secrets; print(secrets.token_hex(32))' > $@
 
-## up: the docker compose deployment, dev profile: http://localhost/ (plain HTTP)
-up: $(VALKEY_SECRET)
-	chmod 640 $(VALKEY_SECRET)
+## up: the docker compose deployment, dev profile: http://localhost/ (plain HTTP);
+## HA=1 adds the ha profile (two Valkey replicas, three sentinels)
+up: $(VALKEY_SECRET) $(VALKEY_HA_SECRETS)
+	chmod 640 $(VALKEY_SECRET) $(VALKEY_HA_SECRETS)
 	$(call COMPOSE_UP,dev)
 
 ## public: the compose public profile: Cloudflare Tunnel -> nginx :443 -> nodes
 ## checking Cloudflare Access; no port opened on the host (docs/deployment.md)
-public: $(VALKEY_SECRET)
+public: $(VALKEY_SECRET) $(VALKEY_HA_SECRETS)
 	@test -s ops/cloudflared/tunnel-token || { echo "make public: save your tunnel token in ops/cloudflared/tunnel-token (docs/deployment.md)" >&2; exit 1; }
 	@test -s ops/nginx/certs/origin.pem -a -s ops/nginx/certs/origin.key || { echo "make public: put the Origin CA pair in ops/nginx/certs/ (or 'make certs' for a local stand-in)" >&2; exit 1; }
 	@grep -qs '^WIZARD_ACCESS_AUD=.' .env || test -n "$$WIZARD_ACCESS_AUD" || { echo "make public: set WIZARD_ACCESS_TEAM_DOMAIN and WIZARD_ACCESS_AUD in .env (docs/deployment.md)" >&2; exit 1; }
-	chmod 640 $(VALKEY_SECRET) ops/cloudflared/tunnel-token ops/nginx/certs/origin.key
+	chmod 640 $(VALKEY_SECRET) $(VALKEY_HA_SECRETS) ops/cloudflared/tunnel-token ops/nginx/certs/origin.key
 	$(call COMPOSE_UP,public)
 
 ## certs: a local CA and a server certificate in ops/nginx/certs/ (not in
@@ -160,7 +167,7 @@ certs: install-public
 	$(PY) -m wizard.certs --out ops/nginx/certs
 
 down:
-	docker compose --profile dev --profile public down
+	docker compose --profile dev --profile public --profile ha down
 
 ## clean: remove the virtual environment, logs, data and caches
 clean:

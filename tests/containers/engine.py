@@ -215,7 +215,12 @@ class Stack:
         secrets_dir = self.folder / "secrets"
         secrets_dir.mkdir(parents=True, mode=0o700, exist_ok=True)
         self.certs.mkdir(exist_ok=True)
-        contents = {"valkey-wizard-password": secrets.token_hex(32), "tunnel-token": ""}
+        contents = {
+            "valkey-wizard-password": secrets.token_hex(32),
+            "valkey-replication-password": secrets.token_hex(32),
+            "valkey-sentinel-password": secrets.token_hex(32),
+            "tunnel-token": "",
+        }
         for name, content in contents.items():
             path = secrets_dir / name
             path.write_text(content + "\n")

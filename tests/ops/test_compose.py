@@ -7,6 +7,7 @@ only on the networks it needs."""
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
@@ -30,6 +31,11 @@ BROUGHT_BY_THE_USER = {
     "ops/cloudflared/origin_ca_rsa_root.pem",
     "ops/cloudflared/tunnel-token",
 }
+
+
+#: The ha profile's Valkey servers (`valkey` is the first primary) and sentinels.
+HA_SERVERS = ["valkey", "valkey-replica-1", "valkey-replica-2"]
+SENTINELS = ["sentinel-1", "sentinel-2", "sentinel-3"]
 
 
 @pytest.fixture(scope="module")
@@ -99,6 +105,11 @@ def test_the_app_is_healthy_only_when_ready_not_merely_alive(services):
 def test_start_order_is_set_by_healthchecks(services):
     expected = {
         "app": "valkey",
+        "valkey-replica-1": "valkey",
+        "valkey-replica-2": "valkey",
+        "sentinel-1": "valkey",
+        "sentinel-2": "valkey",
+        "sentinel-3": "valkey",
         "gateway": "app",
         "gateway-public": "app",
         "cloudflared": "gateway-public",
@@ -119,6 +130,7 @@ def test_each_service_is_only_on_the_networks_it_needs(services):
     networks = {name: sorted(service["networks"]) for name, service in services.items()}
     assert networks == {
         "valkey": ["backend"],
+        **{name: ["backend"] for name in HA_SERVERS[1:] + SENTINELS},
         "app": ["backend", "frontend"],
         "gateway": ["frontend"],
         "gateway-public": ["edge", "frontend"],
@@ -168,8 +180,9 @@ def test_valkey_reads_the_shared_configuration_read_only(services):
 
 def test_valkey_and_the_nodes_share_a_password_secret_never_an_environment_value(compose, services):
     assert compose["secrets"]["valkey_password"]["file"] == "./var/secrets/valkey-wizard-password"
-    for name in ("valkey", "app"):
-        assert services[name]["secrets"] == ["valkey_password"]
+    assert services["app"]["secrets"] == ["valkey_password"]
+    for name in ("app", *HA_SERVERS):
+        assert "valkey_password" in services[name]["secrets"], name
         assert services[name]["environment"]["VALKEY_PASSWORD_FILE"] == (
             "/run/secrets/valkey_password"
         )
@@ -188,12 +201,14 @@ def test_every_container_is_locked_down(services):
 
 def test_no_container_runs_as_root(services):
     # The app's and cloudflared's images set a non-root USER themselves.
-    assert services["valkey"]["user"] == "999:1000"
+    for name in HA_SERVERS + SENTINELS:
+        assert services[name]["user"] == "999:1000", name
     assert services["gateway"]["user"] == services["gateway-public"]["user"] == "101:101"
 
 
 def test_each_process_that_writes_has_a_tmpfs_there(services):
-    assert any(t.startswith("/run/valkey:") for t in services["valkey"]["tmpfs"])
+    for name in HA_SERVERS + SENTINELS:
+        assert [t.split(":")[0] for t in services[name]["tmpfs"]] == ["/run/valkey"], name
     for name in ("gateway", "gateway-public"):
         mounts = [t.split(":")[0] for t in services[name]["tmpfs"]]
         assert mounts == ["/var/run", "/var/cache/nginx"], name
@@ -282,14 +297,16 @@ def test_secret_files_are_read_through_the_owners_group_never_world_readable(ser
     # Compose bind-mounts secret files with their host mode (uid/gid/mode
     # are Swarm-only): `make up`/`make public` set 0640, and only the
     # services that read one get the owner's group.
-    readers = {"valkey", "app", "gateway-public", "cloudflared"}
+    readers = {*HA_SERVERS, *SENTINELS, "app", "gateway-public", "cloudflared"}
     for name, service in services.items():
         has_group = service.get("group_add") == ["${WIZARD_SECRETS_GID:-1000}"]
         assert has_group == (name in readers), name
     makefile = (ROOT / "Makefile").read_text()
-    assert "chmod 640 $(VALKEY_SECRET) ops/cloudflared/tunnel-token ops/nginx/certs/origin.key" in (
-        makefile
-    )
+    assert "chmod 640 $(VALKEY_SECRET) $(VALKEY_HA_SECRETS)\n" in makefile
+    assert (
+        "chmod 640 $(VALKEY_SECRET) $(VALKEY_HA_SECRETS) ops/cloudflared/tunnel-token"
+        " ops/nginx/certs/origin.key"
+    ) in makefile
     guide = (ROOT / "docs" / "deployment.md").read_text()
     assert "chmod 644 ops" not in guide
 
@@ -320,3 +337,118 @@ def test_the_nodes_limit_each_client_and_bound_the_queue_and_sync_work(services)
     assert settings.rate_limit > 0 and settings.rate_burst >= 1
     assert settings.max_pending <= 100_000
     assert settings.sync_slots < settings.threads
+
+
+# --- the ha profile: `make up HA=1` -------------------------------------------
+
+
+def makefile_value(name: str) -> str:
+    """The right-hand side of ``NAME :=`` in the Makefile."""
+    match = re.search(rf"^{name} := (.*)$", (ROOT / "Makefile").read_text(), re.MULTILINE)
+    assert match, name
+    return match.group(1)
+
+
+def test_the_ha_profile_holds_two_replicas_and_three_sentinels(services):
+    in_ha = {name for name, service in services.items() if "ha" in service.get("profiles", [])}
+    assert in_ha == {*HA_SERVERS[1:], *SENTINELS}
+    assert "profiles" not in services["valkey"], "valkey is the first primary, in every profile"
+
+
+def test_the_ha_servers_run_the_valkey_image_and_start_script(services):
+    for name in HA_SERVERS + SENTINELS:
+        service = services[name]
+        assert service["image"] == services["valkey"]["image"], name
+        assert service["entrypoint"][:2] == ["/bin/sh", "/etc/valkey/start.sh"], name
+        assert {
+            "type": "bind",
+            "source": "./ops/valkey",
+            "target": "/etc/valkey",
+            "read_only": True,
+        } in service["volumes"], name
+        assert service["healthcheck"] and service["restart"] == "unless-stopped", name
+    for name in SENTINELS:
+        assert services[name]["entrypoint"][2:] == ["sentinel"], name
+
+
+def test_each_ha_server_keeps_its_own_append_only_file(compose, services):
+    volumes = [
+        next(v for v in services[name]["volumes"] if isinstance(v, str)) for name in HA_SERVERS
+    ]
+    assert [v.split(":")[1] for v in volumes] == ["/data"] * 3
+    named = [v.split(":")[0] for v in volumes]
+    assert len(set(named)) == 3 and set(named) <= set(compose["volumes"])
+
+
+def test_the_replication_and_sentinel_users_log_in_with_secret_files(compose, services):
+    files = {
+        "valkey_replication_password": "./var/secrets/valkey-replication-password",
+        "valkey_sentinel_password": "./var/secrets/valkey-sentinel-password",
+    }
+    for secret, path in files.items():
+        assert compose["secrets"][secret]["file"] == path
+        assert path.removeprefix("./") in makefile_value("VALKEY_HA_SECRETS").split()
+    for name in HA_SERVERS:
+        environment = services[name]["environment"]
+        assert set(services[name]["secrets"]) == {"valkey_password", *files}, name
+        assert environment["VALKEY_REPLICATION_PASSWORD_FILE"] == (
+            "/run/secrets/valkey_replication_password"
+        )
+        assert (
+            environment["VALKEY_SENTINEL_PASSWORD_FILE"] == "/run/secrets/valkey_sentinel_password"
+        )
+    for name in SENTINELS:
+        assert services[name]["secrets"] == ["valkey_sentinel_password"], name
+        environment = services[name]["environment"]
+        assert (
+            environment["VALKEY_SENTINEL_PASSWORD_FILE"] == "/run/secrets/valkey_sentinel_password"
+        )
+    every_value = str([service.get("environment", {}) for service in services.values()])
+    assert "PASSWORD=" not in every_value and "PASS=" not in every_value
+
+
+def test_no_ha_service_publishes_or_exposes_a_port(services):
+    for name in HA_SERVERS + SENTINELS:
+        assert "ports" not in services[name] and "expose" not in services[name], name
+
+
+def test_each_ha_service_announces_its_own_service_name(services):
+    for name in HA_SERVERS + SENTINELS:
+        assert services[name]["environment"]["VALKEY_ANNOUNCE_HOST"] == name
+
+
+def test_replicas_and_sentinels_start_from_valkey_and_then_follow_the_sentinels(services):
+    sentinels = makefile_value("COMPOSE_SENTINELS")
+    assert sentinels == ",".join(f"{name}:26379" for name in SENTINELS)
+    for name in HA_SERVERS[1:] + SENTINELS:
+        environment = services[name]["environment"]
+        assert environment["VALKEY_REPLICA_OF"] == "valkey 6379", name
+        assert environment["VALKEY_SENTINELS"] == sentinels, name
+    for name in SENTINELS:
+        assert int(services[name]["environment"]["VALKEY_SENTINEL_QUORUM"]) == 2
+
+
+def test_make_up_ha_points_the_nodes_and_valkey_at_the_sentinels(services):
+    # compose cannot set a variable per profile: `make up HA=1` exports it,
+    # and both the nodes and the first primary read it.
+    for name in ("app", "valkey"):
+        assert services[name]["environment"]["VALKEY_SENTINELS"] == "${VALKEY_SENTINELS:-}", name
+    assert services["app"]["environment"]["VALKEY_SENTINEL_MASTER"] == "wizard"
+    makefile = (ROOT / "Makefile").read_text()
+    ha = re.search(r"^COMPOSE_HA = (.*)$", makefile, re.MULTILINE).group(1)
+    assert "VALKEY_SENTINELS=$(COMPOSE_SENTINELS)" in ha
+    assert "WIZARD_DURABLE_ACK=replica" in ha
+    assert "--profile ha" in re.search(r"^COMPOSE_UP = (.*)$", makefile, re.MULTILINE).group(1)
+    # A make of its own: not the flags of a `make test` this may run under.
+    env = {k: v for k, v in os.environ.items() if k not in ("MAKEFLAGS", "MAKELEVEL", "MFLAGS")}
+    dry_run = subprocess.run(
+        ["make", "--no-print-directory", "-n", "up", "HA=1"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    (command,) = [line for line in dry_run.stdout.splitlines() if "docker compose" in line]
+    assert "VALKEY_SENTINELS=" + makefile_value("COMPOSE_SENTINELS") in command
+    assert "--profile dev --profile ha up" in command
