@@ -15,6 +15,9 @@ VENV    := .venv
 PY      := $(VENV)/bin/python
 PIP     := $(PY) -m pip --disable-pip-version-check -q
 CHROMIUM ?= /usr/bin/chromium
+# pytest processes for make test: most tests wait on servers, not the CPU,
+# so three share two cores well; each test file stays in one process.
+TEST_PROCESSES ?= 3
 
 .PHONY: containers-test-ha run lab test chaos bench bench-gil edge-figures lint up public certs down clean install-local \
         install-dev install-public install-bench chromium podman containers-test iproute2 netlab
@@ -97,7 +100,7 @@ netlab: install-local iproute2
 
 ## test: every test (unit, integration, end to end, chaos, network lab, browser)
 test: install-dev chromium iproute2
-	$(PY) -m pytest
+	$(PY) -m pytest -n $(TEST_PROCESSES) --dist loadfile
 
 ## chaos: only the fault-injection scenarios: the local cluster, and the network lab (root)
 chaos: install-dev iproute2

@@ -5,9 +5,11 @@ Never sleep a guessed delay: wait for the condition, with a deadline.
 
 from __future__ import annotations
 
+import fcntl
 import http.client
 import io
 import json
+import os
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -45,6 +47,29 @@ def alive(pid: int) -> bool:
         # No such process any more (ESRCH if it exited between open and read).
         return False
     return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def save_results(path: Path, results: dict) -> None:
+    """Merge ``results`` (scenario name -> counts) into the JSON file ``path``.
+
+    ``make test`` spreads the test files over several pytest processes
+    (pytest-xdist), so scenarios of one run are measured in different
+    processes: each adds its own under a file lock. A file left by an earlier
+    run (another ``PYTEST_XDIST_TESTRUNUID``, or another process when xdist
+    is not used) is replaced, never mixed with this run's figures.
+    """
+    run = os.environ.get("PYTEST_XDIST_TESTRUNUID") or f"pid-{os.getpid()}"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.with_name(path.name + ".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            stored = json.loads(path.read_text())
+        except (OSError, ValueError):
+            # No file yet, or one cut short by an interrupted run: start afresh.
+            stored = {}
+        merged = stored if stored.get("_run") == run else {"_run": run}
+        merged.update(results)
+        path.write_text(json.dumps(merged, indent=2, sort_keys=True))
 
 
 class WsgiResponse:

@@ -28,7 +28,7 @@ from valkey.backoff import ExponentialBackoff
 from valkey.retry import Retry
 from valkey.sentinel import Sentinel
 
-from tests.support import alive, wait_for
+from tests.support import alive, save_results, wait_for
 from wizard import acl, store
 from wizard.cluster import ROOT, LocalCluster, free_port, http_ok
 from wizard.ha import MASTER_NAME
@@ -43,9 +43,7 @@ pytestmark = pytest.mark.chaos
 def report_results():
     yield
     if RESULTS:
-        path = ROOT / "var" / "chaos-results.json"
-        path.parent.mkdir(exist_ok=True)
-        path.write_text(json.dumps(RESULTS, indent=2, sort_keys=True))
+        save_results(ROOT / "var" / "chaos-results.json", RESULTS)
         print("\nchaos results:", json.dumps(RESULTS, sort_keys=True))
 
 

@@ -17,6 +17,7 @@ import os
 import pytest
 
 from tests.chaos.conftest import Chaos
+from tests.support import save_results
 from wizard.cluster import ROOT
 from wizard.netlab import LabCluster, Network
 
@@ -30,9 +31,7 @@ pytestmark = pytest.mark.chaos
 def report_results():
     yield
     if RESULTS:
-        path = ROOT / "var" / "netlab-results.json"
-        path.parent.mkdir(exist_ok=True)
-        path.write_text(json.dumps(RESULTS, indent=2, sort_keys=True))
+        save_results(ROOT / "var" / "netlab-results.json", RESULTS)
         print("\nnetwork lab results:", json.dumps(RESULTS, sort_keys=True))
 
 
