@@ -28,6 +28,7 @@ Tests use :class:`LocalCluster` directly, to stop or kill single parts::
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import json
 import logging
 import os
@@ -78,6 +79,9 @@ log = logging.getLogger(__name__)
 #: The project's root: ops/ and static/ are found from here.
 ROOT = Path(__file__).resolve().parent.parent
 OPS = ROOT / "ops"
+#: The loopback address the local gateway connects to the nodes from
+#: (``proxy_bind``): the only peer whose ``X-Forwarded-For`` they believe.
+GATEWAY_SOURCE = "127.0.0.254"
 
 
 class EmbeddedValkey(Part):
@@ -183,10 +187,7 @@ class LocalCluster:
         self.gateway_port = gateway_port
         self.workers = workers
         self.var_dir = Path(var_dir).resolve()
-        # Nodes believe X-Forwarded-For only from the gateway, which reaches
-        # them from this host's address; a client calling a node directly,
-        # even from another loopback address, is then its own address.
-        self.node_env = {"WIZARD_TRUSTED_PROXIES": host, **(node_env or {})}
+        self.node_env = dict(node_env or {})
         self.external_valkey = valkey_url
         self.valkey_port = free_port(host)
         self.valkey: EmbeddedValkey | None = None
@@ -248,6 +249,22 @@ class LocalCluster:
     def node_host(self, name: str) -> str:
         """The address node ``name`` binds (``host`` here; the network
         namespace lab gives each node its own)."""
+        return self.host
+
+    @property
+    def gateway_source(self) -> str:
+        """The address nginx connects to the nodes from (``proxy_bind``), and
+        the only one the nodes trust (``WIZARD_TRUSTED_PROXIES``).
+
+        On loopback it is :data:`GATEWAY_SOURCE`, an address no client uses
+        by default: a client on ``127.0.0.1`` calling a node directly is then
+        its own address, whatever ``X-Forwarded-For`` it sends. Any local
+        process *may* bind any ``127.x`` address, though, so on one machine
+        this keeps honest clients apart, it does not stop a local attacker.
+        Elsewhere (the network lab) it is the gateway's own address."""
+        address = ipaddress.ip_address(self.host)
+        if address.version == 4 and address.is_loopback:
+            return GATEWAY_SOURCE
         return self.host
 
     def command_prefix(self, name: str) -> list[str]:
@@ -338,6 +355,8 @@ class LocalCluster:
             "WIZARD_HOST": self.node_host(name),
             "WIZARD_PORT": str(self.node_ports[name]),
             "WIZARD_WORKERS": str(self.workers),
+            # Nodes believe X-Forwarded-For only from the gateway's source.
+            "WIZARD_TRUSTED_PROXIES": self.gateway_source,
             **self.node_env,
         }
         if self.ha is not None:
@@ -404,6 +423,8 @@ http {{
     access_log {logs}/nginx-access.log wizard_json buffer=64k flush=1s;
     client_body_temp_path {prefix}/client_body_temp;
     proxy_temp_path {prefix}/proxy_temp;
+    # Connect to the nodes from the one address they trust.
+    proxy_bind {self.gateway_source};
     upstream wizard_nodes {{
 {servers}
         keepalive 32;

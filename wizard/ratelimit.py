@@ -16,7 +16,11 @@ A ``retry_after`` of 0 means "allowed"; anything else is how long to wait,
 seconds. The decision also fills the IETF ``RateLimit-Policy`` and
 ``RateLimit`` response headers (draft-ietf-httpapi-ratelimit-headers-10,
 structured fields): the policy is a quota of ``burst`` requests over the
-window that refills it, and ``r``/``t`` are what is left and when it is whole::
+window that refills it, and ``r``/``t`` are what is left and when it is whole.
+``q`` is what passes *back to back*: the budget comes back one request per
+``1 / per_second`` seconds, not all at once when ``w`` ends, so a client that
+spreads ``q`` requests over more than one interval gets one more in; ``r`` on
+each answer is the exact count that would pass now::
 
     RateLimit-Policy: "work";q=20;w=2
     RateLimit: "work";r=19;t=1

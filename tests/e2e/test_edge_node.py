@@ -17,7 +17,7 @@ import valkey
 
 from tests.support import request_from
 from wizard import store
-from wizard.cluster import LocalCluster, free_port
+from wizard.cluster import GATEWAY_SOURCE, LocalCluster, free_port
 
 #: Each client may make 5 requests to the work routes, then one per 100 s:
 #: "one window" lasts the whole test.
@@ -71,7 +71,7 @@ def test_two_clients_behind_the_gateway_have_separate_budgets(cluster, db):
     assert first[BURST:] == [429] * 10
     assert other.status == 202
     assert db.exists(store.rate_limit_key("127.0.0.2"), store.rate_limit_key("127.0.0.3")) == 2
-    assert not db.exists(store.rate_limit_key("127.0.0.1")), "nginx itself counted as a client"
+    assert not db.exists(store.rate_limit_key(GATEWAY_SOURCE)), "nginx itself counted as a client"
 
 
 def test_answers_carry_ratelimit_headers_and_a_429_says_when_to_retry(cluster):
@@ -99,6 +99,23 @@ def test_forwarded_headers_from_a_client_do_not_change_who_it_is(cluster, db):
     assert not db.exists(store.rate_limit_key("127.0.0.10"))
 
 
+def test_a_client_on_the_gateways_own_host_address_cannot_forge_its_identity(cluster, db):
+    # 127.0.0.1 is where every local client comes from by default; the
+    # gateway reaches the nodes from its own address, so a direct client on
+    # 127.0.0.1 is not mistaken for the gateway.
+    forged = {"X-Forwarded-For": "127.0.0.77", "X-Real-IP": "127.0.0.77"}
+
+    direct = submit(cluster, "127.0.0.1", url=cluster.node_url("node-2"), headers=forged)
+    through = submit(cluster, "127.0.0.13")
+
+    assert (direct.status, through.status) == (202, 202)
+    assert db.exists(store.rate_limit_key("127.0.0.1"))
+    assert not db.exists(store.rate_limit_key("127.0.0.77"))
+    assert db.exists(store.rate_limit_key("127.0.0.13"))
+    assert not db.exists(store.rate_limit_key(GATEWAY_SOURCE)), "the gateway counted as a client"
+    assert cluster.gateway_source == GATEWAY_SOURCE
+
+
 def test_an_idempotency_key_is_scoped_to_its_client(cluster):
     key = {"Idempotency-Key": "shared-key-1"}
     mine = submit(cluster, "127.0.0.11", headers=key)
@@ -124,10 +141,16 @@ def test_health_answers_while_additions_flood_and_excess_sync_work_is_refused(cl
     probes: list[tuple[str, int, float]] = []
 
     def probe() -> None:
+        # Each round of probes comes from the next of 100 addresses, so no
+        # address nears the gateway's 20 reads/s (burst 40) however fast this
+        # machine loops: a 429 here would be the gateway, not starved health.
         deadline = time.monotonic() + 60
-        while flooding.is_set() and time.monotonic() < deadline:
+        rounds = 0
+        while flooding.is_set() and time.monotonic() < deadline and rounds < 10_000:
+            source = f"127.0.2.{rounds % 100 + 1}"
+            rounds += 1
             for path in PROBES:
-                answer = request_from("127.0.0.250", cluster.url, "GET", path, timeout=10)
+                answer = request_from(source, cluster.url, "GET", path, timeout=10)
                 probes.append((path, answer.status, time.monotonic()))
 
     def add(source: str):

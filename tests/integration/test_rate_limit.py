@@ -93,3 +93,33 @@ def test_without_a_rate_limit_nothing_is_stored(settings, client):
     call(app, "POST", "/task", query={"a": 1, "b": 2})
 
     assert client.keys(store.RATE_LIMIT_PREFIX + "*") == []
+
+
+def test_a_burst_of_n_means_exactly_n_accepted_back_to_back_then_429(settings, client):
+    # One request per 1000 s: no budget can come back during the test, so
+    # what passes is the burst alone (WIZARD_RATE_BURST=5 -> 5, not 6).
+    app = make_app(dataclasses.replace(settings, rate_limit=0.001, rate_burst=5))
+
+    answers = [
+        call(app, "POST", "/task", query={"a": 1, "b": 2}, remote_addr="203.0.113.50")
+        for _ in range(7)
+    ]
+
+    assert [a.status for a in answers] == [202] * 5 + [429] * 2
+    assert {a.headers["RateLimit-Policy"] for a in answers} == {'"work";q=5;w=5000'}
+    remaining = [a.headers["RateLimit"].split(";")[1] for a in answers]
+    assert remaining == ["r=4", "r=3", "r=2", "r=1", "r=0", "r=0", "r=0"]
+    assert client.llen(store.TASK_QUEUE) == 5
+
+
+def test_the_budget_comes_back_one_request_per_interval_not_all_at_once(client):
+    # A burst of 5 at one per 100 s: 5 pass at once; a 6th passes once one
+    # interval has gone by (here: the stored arrival time aged by 100 s), so
+    # a loop that is slower than the rate gets more than the burst.
+    limiter = RateLimiter(client, per_second=0.01, burst=5)
+    assert [limiter.check("10.0.0.9").allowed for _ in range(6)] == [True] * 5 + [False]
+
+    key = store.rate_limit_key("10.0.0.9")
+    client.set(key, float(client.get(key)) - 100_000)
+
+    assert [limiter.check("10.0.0.9").allowed for _ in range(2)] == [True, False]
