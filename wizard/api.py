@@ -45,6 +45,7 @@ from .router import (
     IDENTITY_KEY,
     BadRequest,
     Forbidden,
+    JsonNumber,
     NotFound,
     Request,
     Response,
@@ -598,7 +599,9 @@ OPENAPI_PATH = Path(__file__).resolve().parent / "openapi.json"
 
 
 def _operand(fields: dict, name: str, json_names: frozenset[str] = frozenset()) -> queue.Number:
-    """Parse one operand; in a JSON body it must be a JSON number, not text.
+    """Parse one operand; in a JSON body it must be a JSON number, not text,
+    and is parsed from its text by the same rules as one in a query or form
+    (length, underflow, magnitude).
 
     Raises:
         BadRequest: the operand is invalid (the detail names it).
@@ -609,6 +612,8 @@ def _operand(fields: dict, name: str, json_names: frozenset[str] = frozenset()) 
             f"operand '{name}' is the JSON string \"{value[:40]}\"; send a JSON number, "
             f'without quotes, like {{"{name}": 2}}'
         )
+    if isinstance(value, JsonNumber):
+        value = value.text
     try:
         return parse_operand(name, value)
     except InvalidOperand as error:

@@ -24,6 +24,7 @@ import functools
 import logging
 import math
 import os
+import sys
 import time
 from collections.abc import Callable
 
@@ -36,6 +37,9 @@ MAX_OPERAND_CHARS = 64
 #: Largest operand magnitude accepted; keeps every result finite and exact
 #: enough to teach with.
 MAX_MAGNITUDE = 1e15
+#: Smallest nonzero operand magnitude accepted: the smallest normal double
+#: (IEEE 754, about 2.2e-308); below it a number would underflow.
+MIN_MAGNITUDE = sys.float_info.min
 
 
 class InvalidOperand(ValueError):
@@ -60,7 +64,8 @@ def parse_operand(name: str, raw: object) -> Number:
 
     Raises:
         InvalidOperand: missing, non-numeric, non-finite, longer than
-            MAX_OPERAND_CHARS, or of magnitude above MAX_MAGNITUDE.
+            MAX_OPERAND_CHARS, of magnitude above MAX_MAGNITUDE, or nonzero
+            and below MIN_MAGNITUDE (it would underflow).
     """
     if raw is None or raw == "":
         raise InvalidOperand(f"operand '{name}' is missing; send a number, e.g. {name}=2")
@@ -91,9 +96,25 @@ def _parse_text(name: str, raw: str) -> Number:
         # Not an integer literal: it may still be a decimal or exponent form.
         pass
     try:
-        return float(text)
+        value = float(text)
     except ValueError:
         raise InvalidOperand(f"operand '{name}' must be a number, got {raw!r}") from None
+    if _underflows(text, value):
+        raise InvalidOperand(
+            f"operand '{name}' is too close to 0 to be represented (it would underflow); "
+            f"send 0, or a number of magnitude at least {MIN_MAGNITUDE:.1e}"
+        )
+    return value
+
+
+def _underflows(text: str, value: float) -> bool:
+    """True if ``text``, a nonzero number, parsed to 0.0 or to a subnormal
+    float (below the smallest normal double, IEEE 754): silently losing the
+    operand, as an overflow to infinity would."""
+    if value != 0:
+        return abs(value) < MIN_MAGNITUDE
+    mantissa = text.lower().split("e", 1)[0]
+    return any(digit in mantissa for digit in "123456789")
 
 
 def _add(a: Number, b: Number) -> Number:

@@ -341,9 +341,31 @@ def is_token(text: str) -> bool:
     return TOKEN.fullmatch(text) is not None
 
 
+@dataclass(frozen=True)
+class JsonNumber:
+    """A number from a JSON body, kept as its text (RFC 8259 §6) until the
+    route parses it with the same rules as a number in a query or form.
+
+    Left to ``json.loads``, a 5000-digit integer fails with a message about
+    Python's own limits, a 15000-digit fraction and ``1e-400`` quietly become
+    floats (the last one 0.0); kept as text, each meets the operand rules
+    (:func:`wizard.operations.parse_operand`). ``str()`` gives the text."""
+
+    text: str
+
+    def __str__(self) -> str:
+        return self.text
+
+
 def _json_object(body: bytes) -> dict:
     try:
-        value = json.loads(body, parse_constant=_reject_constant, object_pairs_hook=_unique_keys)
+        value = json.loads(
+            body,
+            parse_constant=_reject_constant,
+            parse_int=JsonNumber,
+            parse_float=JsonNumber,
+            object_pairs_hook=_unique_keys,
+        )
     except (UnicodeDecodeError, ValueError) as error:
         raise BadRequest(f"the body is not valid JSON ({error})") from None
     except RecursionError:

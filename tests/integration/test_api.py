@@ -200,6 +200,42 @@ def test_a_task_posted_as_json_is_accepted_keeping_json_numbers(app, client):
     assert (stored["operation"], stored["a"], stored["b"]) == ("multiply", "1.5", "2")
 
 
+@pytest.mark.parametrize(
+    "body, says",
+    [
+        (b'{"a": 1.' + b"9" * 15000 + b', "b": 2}', "operand 'a' is longer than 64 characters"),
+        (b'{"a": 1, "b": ' + b"1" * 5000 + b"}", "operand 'b' is longer than 64 characters"),
+        (b'{"a": 1' + b"0" * 64 + b', "b": 2}', "operand 'a' is longer than 64 characters"),
+        (b'{"a": 1e-400, "b": 2}', "operand 'a' is too close to 0"),
+        (b'{"a": 1, "b": 1e400}', "operand 'b' must be a finite number"),
+    ],
+)
+def test_a_json_number_meets_the_same_operand_rules_as_text(app, client, body, says):
+    response = call(app, "POST", "/task", body=body, content_type=JSON)
+
+    assert response.status == 400
+    detail = strict_json(response.body)["detail"]
+    assert says in detail
+    assert "sys." not in detail and "int_max_str_digits" not in detail
+    assert client.llen(store.TASK_QUEUE) == 0
+
+
+def test_a_json_operand_of_exactly_64_characters_is_accepted_as_its_kind(app, client):
+    longest = "0." + "5" * 62
+    body = f'{{"a": {longest}, "b": 7}}'.encode()
+    task_id = accepted(call(app, "POST", "/task", body=body, content_type=JSON))
+    stored = client.hgetall(store.task_key(task_id))
+    assert (stored["a"], stored["b"]) == (str(float(longest)), "7")
+
+
+def test_an_underflowing_query_operand_is_refused_not_made_zero(app, client):
+    response = post_task(app, a="1e-400", b="1")
+
+    assert response.status == 400
+    assert "operand 'a' is too close to 0" in strict_json(response.body)["detail"]
+    assert client.llen(store.TASK_QUEUE) == 0
+
+
 def test_the_operation_defaults_to_add(app, client):
     task_id = accepted(post_task(app, a="1", b="2"))
     assert client.hget(store.task_key(task_id), "operation") == "add"

@@ -169,6 +169,9 @@ def test_a_valid_operand_becomes_a_number_of_the_same_kind(raw, expected):
         ("inf", "finite"),
         ("-Infinity", "finite"),
         ("1e400", "finite"),
+        ("1e-400", "underflow"),
+        ("-2.5e-999", "underflow"),
+        ("1e-310", "underflow"),
         (float("nan"), "finite"),
         (float("inf"), "finite"),
         ("1_000", "plain decimal"),
@@ -201,3 +204,8 @@ def test_a_missing_operand_message_shows_an_example_to_send():
 def test_an_operand_of_exactly_the_longest_length_is_still_accepted():
     text = "0" * (MAX_OPERAND_CHARS - 1) + "7"
     assert parse_operand("a", text) == 7
+
+
+@pytest.mark.parametrize("raw, expected", [("0e-400", 0.0), ("-0.000", -0.0), ("1e-300", 1e-300)])
+def test_zero_written_any_way_and_tiny_normal_numbers_are_not_underflow(raw, expected):
+    assert parse_operand("a", raw) == expected
