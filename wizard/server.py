@@ -3,14 +3,16 @@
 flight and exits. The supervisor starts it with ``spawn`` (:func:`run_api`
 is top-level so a fresh interpreter can find it by name).
 
-Two things differ from waitress's defaults (:func:`create`), both about the
+Three things differ from waitress's defaults (:func:`create`), all about the
 edge between the cluster and its clients:
 
 - ``X-Forwarded-For`` reaches the app untouched; :mod:`wizard.identity`
   decides whom to believe (waitress's own ``trusted_proxy`` takes one
   address or ``*``, not the list of networks ``WIZARD_TRUSTED_PROXIES`` is).
+- Request line and headers may take :data:`MAX_HEADER_BYTES` (16 KiB), not
+  waitress's 256 KiB: a 20 KB header is refused, as at the gateway.
 - A request waitress cannot even parse (a control byte in a header value,
-  bad chunked framing, headers over its limit) never reaches the app, and
+  bad chunked framing, headers over that limit) never reaches the app, and
   waitress answers it itself in ``text/plain``. Here its error task is
   replaced so that answer is an RFC 9457 problem document like every other
   error of the API::
@@ -26,6 +28,7 @@ import logging
 import os
 import signal
 import threading
+from http import HTTPStatus
 
 import valkey
 from waitress import create_server
@@ -97,6 +100,11 @@ def _start_watchdog(client: valkey.Valkey, settings: Settings) -> None:
 #: long enough for nginx keepalive reuse, short enough to free threads.
 CHANNEL_TIMEOUT = 30
 
+#: Most bytes of request line and headers a node reads (waitress's default is
+#: 256 KiB); over it a 431 problem document, like the gateway's (nginx: at
+#: most 8 KiB a line). No request of this API needs more than a few hundred.
+MAX_HEADER_BYTES = 16 * 1024
+
 
 def create(app, settings: Settings) -> BaseWSGIServer:
     """A waitress server for ``app`` on ``settings.host:settings.port`` with
@@ -108,6 +116,7 @@ def create(app, settings: Settings) -> BaseWSGIServer:
         threads=settings.threads,
         ident="wizard",
         channel_timeout=CHANNEL_TIMEOUT,
+        max_request_header_size=MAX_HEADER_BYTES,
         # Leave X-Forwarded-For to wizard.identity (see the module docstring);
         # waitress would otherwise delete it from every peer, making every
         # client behind nginx one client.
@@ -135,13 +144,24 @@ class ProblemErrorTask(ErrorTask):
         """Write the problem document and close the connection (the rest of
         the bytes on it cannot be trusted to start a request)."""
         error = self.request.error
+        slug = error.reason.lower().replace(" ", "-")
+        detail = (
+            f"the node could not read this request ({error.body}); "
+            "send a well-formed HTTP/1.1 request with printable header values"
+        )
+        if error.code == HTTPStatus.REQUEST_HEADER_FIELDS_TOO_LARGE:
+            # The same problem type as the gateway's 431.
+            slug = "headers-too-large"
+            detail = (
+                f"the request line and headers are too large (at most "
+                f"{MAX_HEADER_BYTES // 1024} KiB in all); send fewer or shorter headers"
+            )
         body = json.dumps(
             {
-                "type": PROBLEM_BASE + error.reason.lower().replace(" ", "-"),
+                "type": PROBLEM_BASE + slug,
                 "title": error.reason,
                 "status": error.code,
-                "detail": f"the node could not read this request ({error.body}); "
-                "send a well-formed HTTP/1.1 request with printable header values",
+                "detail": detail,
                 "handled_by": self.node_id,
             }
         ).encode()

@@ -41,6 +41,36 @@ def test_trace_is_refused_by_the_gateway_with_the_methods_it_allows(cluster):
     assert answer.problem["handled_by"] == "gateway"
 
 
+@pytest.mark.parametrize("path", ["/task", "/", "/add", "/whoami", "/tasks/x/status"])
+@pytest.mark.parametrize("method", ["TRACE", "FOO", "PUT", "PATCH", "OPTIONS"])
+def test_every_405_at_the_gateway_says_which_methods_are_allowed(cluster, method, path):
+    data = f"{method} {path} HTTP/1.1\r\nHost: g\r\nConnection: close\r\n\r\n".encode()
+
+    answer = send(cluster.gateway_port, data, source=new_address())
+
+    assert answer.status in (404, 405), answer
+    if answer.status == 405:
+        assert answer.headers["allow"], answer
+        assert answer.problem["status"] == 405
+    # TRACE never reaches a node; the others get the route's own methods.
+    if method == "TRACE":
+        assert (answer.status, answer.problem["handled_by"]) == (405, "gateway")
+
+
+@pytest.mark.parametrize("where", ["gateway", "node"])
+def test_a_20_kb_header_is_a_431_problem_document_at_the_gateway_and_at_a_node(cluster, where):
+    port = cluster.gateway_port if where == "gateway" else cluster.node_ports["node-1"]
+    data = get("/whoami", **{"X-Note": "a" * 20_000})
+
+    answer = send(port, data, source=new_address())
+
+    assert answer.status == 431, answer
+    assert answer.headers["content-type"] == "application/problem+json"
+    assert answer.problem["type"].endswith("/headers-too-large")
+    assert "send fewer or shorter headers" in answer.problem["detail"]
+    assert answer.closed
+
+
 def test_transfer_encoding_gzip_chunked_is_a_501_problem_document(cluster):
     data = (
         b"POST /task HTTP/1.1\r\nHost: g\r\nTransfer-Encoding: gzip, chunked\r\n"
