@@ -29,7 +29,7 @@ BURST = 6
 #: each, three workers, plus a 10 s lease if a node dies).
 TASKS_TIMEOUT = 90.0
 #: Longest wait for nginx to follow a change of replicas, seconds (it
-#: resolves `app` again every 5 s: ops/nginx/compose-upstream.conf).
+#: resolves `app` again every second: ops/nginx/compose-upstream.conf).
 RESOLVE_TIMEOUT = 60.0
 #: The compose file's stop_grace_period of the app, seconds.
 APP_STOP_GRACE = 30
@@ -55,7 +55,7 @@ def node_of(worker: str) -> str:
 
 
 #: Answers of the gateway while a replica is down or has just changed
-#: address (nginx learns new addresses every 5 s): try again, not a result.
+#: address (nginx learns new addresses every second): try again, not a result.
 GATEWAY_BUSY = {502, 504}
 
 
@@ -101,7 +101,7 @@ def answering_nodes(stack: Stack, requests: int) -> set[str] | None:
 def wait_until_nginx_serves_every_replica(stack: Stack) -> None:
     """Wait until every running replica answers through the gateway: after
     a restart a replica may have a new address, which nginx learns when it
-    next resolves `app` (every 5 s); until then requests can get a 502."""
+    next resolves `app` (every second); until then requests can get a 502."""
     wait_for(
         lambda: answering_nodes(stack, 9) == hostnames(stack),
         timeout=RESOLVE_TIMEOUT,
@@ -290,7 +290,7 @@ def test_scaling_the_app_to_five_is_picked_up_by_nginx_without_a_restart_and_bac
     scale_app(dev_stack, 3)
     three = hostnames(dev_stack)
     assert len(three) == 3 and three < five
-    # Until nginx resolves `app` again (at most 5 s), it still tries the
+    # Until nginx resolves `app` again (at most 1 s), it still tries the
     # removed replicas' addresses (a 1 s connect timeout each), and a request
     # that meets both while the upstream's addresses change is answered 502
     # ("no live upstreams"): nginx gives up on a request whose upstream

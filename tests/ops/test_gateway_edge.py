@@ -146,6 +146,27 @@ def test_a_timed_out_add_is_never_sent_to_another_node_and_a_post_task_waits_bri
     assert directive(http, "proxy_connect_timeout") == ["1s"]
 
 
+def test_while_replicas_change_a_request_goes_on_to_a_live_node():
+    # Compose and Kubernetes gateways: removed replicas leave the round within
+    # 1 s (the next DNS lookup), and until then a request that meets one goes
+    # on to the next node, every node at most once, rather than stopping
+    # after 3 (scaling 5 to 3 leaves two dead addresses); busy nodes are
+    # never taken out (max_fails=0).
+    k8s = (OPS / "k8s" / "gateway-configmap.yaml").read_text()
+    upstreams = {"compose": (NGINX / "compose-upstream.conf").read_text(), "k8s": k8s}
+    for name, text in upstreams.items():
+        (resolver,) = directive(text, "resolver")
+        assert "valid=1s" in resolver.split(), name
+        (server,) = [line for line in directive(text, "server") if " resolve" in line]
+        assert "max_fails=0" in server.split(), name
+    for name, text in {"shared": (NGINX / "wizard-http.conf").read_text(), "k8s": k8s}.items():
+        # The first is the http{} default (the k8s copy also holds /add's own).
+        assert directive(text, "proxy_next_upstream")[0] == "error timeout", name
+        assert directive(text, "proxy_next_upstream_tries") == ["0"], name
+        assert directive(text, "proxy_next_upstream_timeout") == ["10s"], name
+        assert directive(text, "proxy_connect_timeout") == ["1s"], name
+
+
 # --- the public gateway, run for real -----------------------------------
 
 

@@ -101,7 +101,7 @@ def test_the_compose_upstream_lets_nginx_start_before_the_app_name_resolves(
     folder, _ = compose_nginx
     upstream = (folder / "compose-upstream.conf").read_text()
     assert re.search(r"^\s*server app:8000 resolve\b", upstream, re.M)
-    assert re.search(r"^\s*resolver 127\.0\.0\.11 valid=5s", upstream, re.M)
+    assert re.search(r"^\s*resolver 127\.0\.0\.11 valid=1s", upstream, re.M)
     assert re.search(r"^\s*zone wizard_nodes ", upstream, re.M)
     # Without `resolve`, nginx needs the name at start-up and refuses to run:
     replace(folder / "compose-upstream.conf", "app:8000 resolve", "app:8000")
