@@ -30,6 +30,7 @@ import secrets
 import shutil
 import subprocess
 import sys
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -65,6 +66,11 @@ PROJECT_PREFIX = "wizardtest"
 COMMAND_TIMEOUT = 600.0
 #: Longest wait for one HTTP request to the gateway, seconds.
 HTTP_TIMEOUT = 10.0
+#: Most times one request is sent again after a 429 from the gateway's
+#: per-address limits (20 reads/s, 40 at once: ops/nginx/wizard-limits.conf).
+RATE_LIMITED_RETRIES = 5
+#: Longest Retry-After honoured, seconds (the gateway says 1).
+MAX_RETRY_AFTER = 5.0
 
 
 class EngineError(RuntimeError):
@@ -378,9 +384,23 @@ class Stack:
         return f"http://127.0.0.1:{self.gateway_port}"
 
     def get(self, path: str, **kwargs) -> requests.Response:
-        """GET ``path`` through the dev gateway."""
-        return requests.get(self.url + path, timeout=HTTP_TIMEOUT, **kwargs)
+        """GET ``path`` through the dev gateway (see :func:`polite`)."""
+        return polite("GET", self.url + path, **kwargs)
 
     def post(self, path: str, **kwargs) -> requests.Response:
-        """POST ``path`` through the dev gateway."""
-        return requests.post(self.url + path, timeout=HTTP_TIMEOUT, **kwargs)
+        """POST ``path`` through the dev gateway (see :func:`polite`)."""
+        return polite("POST", self.url + path, **kwargs)
+
+
+def polite(method: str, url: str, **kwargs) -> requests.Response:
+    """One request, sent the way a good client does: a 429 from the gateway
+    (every test polls from 127.0.0.1, one address to its limits) is waited
+    out for its ``Retry-After`` seconds and sent again, at most
+    RATE_LIMITED_RETRIES times; any other answer, or the last 429, is returned.
+    Safe for a POST /task too: a 429 means nothing was done."""
+    for _ in range(RATE_LIMITED_RETRIES):
+        answer = requests.request(method, url, timeout=HTTP_TIMEOUT, **kwargs)
+        if answer.status_code != 429:
+            return answer
+        time.sleep(min(float(answer.headers.get("Retry-After", "1")), MAX_RETRY_AFTER))
+    return requests.request(method, url, timeout=HTTP_TIMEOUT, **kwargs)

@@ -12,13 +12,22 @@ networks; every load is a handful of tasks with a deadline.
 from __future__ import annotations
 
 import json
+import threading
 import time
+from pathlib import Path
 
 import pytest
 import requests
 
 from tests.containers.conftest import DEV_SERVICES, HEALTHY_TIMEOUT
-from tests.containers.engine import HTTP_TIMEOUT, PROJECT_LABEL, Container, Stack
+from tests.containers.engine import (
+    HTTP_TIMEOUT,
+    LOGS_DIR,
+    PROJECT_LABEL,
+    RATE_LIMITED_RETRIES,
+    Container,
+    Stack,
+)
 from tests.support import wait_for
 
 pytestmark = pytest.mark.timeout(600)
@@ -28,6 +37,9 @@ BURST = 6
 #: Longest wait for a burst of tasks to finish, seconds (2 s of simulated work
 #: each, three workers, plus a 10 s lease if a node dies).
 TASKS_TIMEOUT = 90.0
+#: Seconds between two status polls through the gateway: 10 a second, half
+#: of the gateway's 20 reads/s per address (every poll comes from 127.0.0.1).
+POLL_INTERVAL = 0.1
 #: Longest wait for nginx to follow a change of replicas, seconds (it
 #: resolves `app` again every second: ops/nginx/compose-upstream.conf).
 RESOLVE_TIMEOUT = 60.0
@@ -170,7 +182,7 @@ def test_a_task_accepted_by_one_replica_is_handled_by_another_and_read_from_a_th
     running = wait_for(
         lambda: (s := status(dev_stack, first["task_id"]))["status"] == "running" and s,
         timeout=TASKS_TIMEOUT,
-        interval=0.05,
+        interval=POLL_INTERVAL,
         what="the first task to be running",
     )
     # That node's only worker is busy for 2 s. A task its API accepts now can
@@ -256,6 +268,50 @@ def test_valkey_publishes_no_port_and_is_unreachable_from_the_gateways_network(d
         assert not seen["reply"].startswith(("+", "-")), seen
 
 
+class ReadsDuring:
+    """A bounded loop of ``GET /whoami`` through the gateway, one every
+    POLL_INTERVAL seconds (at most MAX_READS), for as long as the ``with``
+    block lasts: what a client sees while replicas change."""
+
+    MAX_READS = 1200
+
+    def __init__(self, stack: Stack) -> None:
+        self.stack = stack
+        self.statuses: list[int] = []
+        self.retry_after_of_502s: list[str] = []
+        self.done = threading.Event()
+        self.thread = threading.Thread(target=self.run, name="reads-during")
+
+    def run(self) -> None:
+        while not self.done.is_set() and len(self.statuses) < self.MAX_READS:
+            try:
+                answer = self.stack.get("/whoami")
+            except requests.RequestException:
+                # No answer at all (refused, timed out): recorded as status 0,
+                # which the test's assertion on the statuses refuses.
+                self.statuses.append(0)
+                self.done.wait(POLL_INTERVAL)
+                continue
+            self.statuses.append(answer.status_code)
+            if answer.status_code == 502:
+                self.retry_after_of_502s.append(answer.headers.get("Retry-After", "0"))
+            self.done.wait(POLL_INTERVAL)
+
+    def save(self, path: Path) -> None:
+        """Write the counts per status (kept with the container logs)."""
+        counts = {str(code): self.statuses.count(code) for code in sorted(set(self.statuses))}
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps({"reads": len(self.statuses), "statuses": counts}) + "\n")
+
+    def __enter__(self) -> ReadsDuring:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.done.set()
+        self.thread.join(timeout=HTTP_TIMEOUT * RATE_LIMITED_RETRIES + 10)
+
+
 def scale_app(stack: Stack, replicas: int) -> None:
     """``up -d --scale app=N`` as the compose file's comment says. Going down,
     podman-compose leaves the extra replicas running, so they are stopped
@@ -287,20 +343,27 @@ def test_scaling_the_app_to_five_is_picked_up_by_nginx_without_a_restart_and_bac
         what="nginx to spread requests over five replicas",
     )
 
-    scale_app(dev_stack, 3)
-    three = hostnames(dev_stack)
-    assert len(three) == 3 and three < five
-    # Until nginx resolves `app` again (at most 1 s), it still tries the
-    # removed replicas' addresses (a 1 s connect timeout each), and a request
-    # that meets both while the upstream's addresses change is answered 502
-    # ("no live upstreams"): nginx gives up on a request whose upstream
-    # changed under it. That window is what this waits out, not an error.
-    wait_for(
-        lambda: answering_nodes(dev_stack, 9) == three,
-        timeout=RESOLVE_TIMEOUT,
-        interval=1.0,
-        what="nginx to drop the two removed replicas",
-    )
+    with ReadsDuring(dev_stack) as reads:
+        scale_app(dev_stack, 3)
+        three = hostnames(dev_stack)
+        assert len(three) == 3 and three < five
+        # Until nginx resolves `app` again (at most 1 s), it still tries the
+        # removed replicas' addresses (a 1 s connect timeout each), and a request
+        # that meets both while the upstream's addresses change is answered 502
+        # ("no live upstreams"): nginx gives up on a request whose upstream
+        # changed under it. That window is what this waits out, not an error.
+        wait_for(
+            lambda: answering_nodes(dev_stack, 9) == three,
+            timeout=RESOLVE_TIMEOUT,
+            interval=1.0,
+            what="nginx to drop the two removed replicas",
+        )
+    # Reads kept going during the change: each reached a live replica, or
+    # met nginx's own gap (a 502 that says to retry), never a hang or a 504.
+    reads.save(LOGS_DIR / f"{dev_stack.project}-scale-down-reads.json")
+    assert reads.statuses and set(reads.statuses) <= {200, 502}, reads.statuses
+    assert 200 in reads.statuses
+    assert all(int(retry) >= 1 for retry in reads.retry_after_of_502s)
     assert dev_stack.containers("gateway") == [gateway]
     assert started(dev_stack, gateway) == before
 
@@ -346,7 +409,7 @@ def test_compose_stop_lets_a_running_task_finish_within_the_grace_period(dev_sta
     running = wait_for(
         lambda: (s := status(dev_stack, task["task_id"]))["status"] == "running" and s,
         timeout=TASKS_TIMEOUT,
-        interval=0.05,
+        interval=POLL_INTERVAL,
         what="the task to be running",
     )
 

@@ -21,7 +21,7 @@ import yaml
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from tests.containers.conftest import PUBLIC_SERVICES
-from tests.containers.engine import COMPOSE_FILE, HTTP_TIMEOUT, Stack
+from tests.containers.engine import COMPOSE_FILE, HTTP_TIMEOUT, Stack, polite
 
 pytestmark = pytest.mark.timeout(600)
 
@@ -33,7 +33,7 @@ def public_get(stack: Stack, path: str, **kwargs) -> requests.Response:
     """GET ``path`` over TLS from the public gateway's loopback port, trusting
     only the test's local CA (its certificate names 127.0.0.1)."""
     url = f"https://127.0.0.1:{stack.public_port}{path}"
-    return requests.get(url, verify=stack.certs / "local-ca.pem", timeout=HTTP_TIMEOUT, **kwargs)
+    return polite("GET", url, verify=stack.certs / "local-ca.pem", **kwargs)
 
 
 def profile_services(profile: str) -> dict[str, dict]:
