@@ -84,7 +84,7 @@ def budgets(cluster: LocalCluster, db: valkey.Valkey) -> list[str]:
             f"{statuses.count(202)} accepted, {statuses.count(429)} answered 429; "
             f"`{key}` in Valkey: {'yes' if db.exists(key) else 'no'} |"
         )
-    gateway = db.exists(store.rate_limit_key("127.0.0.1"))
+    gateway = db.exists(store.rate_limit_key(cluster.gateway_source))
     rows.append(f"| the gateway itself counted as a client | {'yes' if gateway else 'no'} |")
     return rows
 
