@@ -137,7 +137,10 @@ def test_one_request_id_and_one_task_id_follow_a_task_through_every_log(cluster)
         status = requests.get(f"{cluster.url}/tasks/{task_id}/status", timeout=5).json()
         return status if status["status"] == "complete" else None
 
-    status = wait_for(finished, timeout=LOG_TIMEOUT, what=f"task {task_id} to complete")
+    # 10 polls a second: half the gateway's 20 reads/s for one address.
+    status = wait_for(
+        finished, timeout=LOG_TIMEOUT, interval=0.1, what=f"task {task_id} to complete"
+    )
     assert status["result"] == 42
     worker_id = status["handled_by"]
     worker_node = worker_id.split("/")[0]

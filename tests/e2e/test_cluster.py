@@ -373,6 +373,8 @@ def test_wizard_up_ha_follows_a_primary_killed_with_sigkill_and_brings_it_back_a
         wait_for(
             lambda: requests.post(gateway + "/task", params={"a": 1, "b": 2}, timeout=10).ok,
             timeout=30,
+            # 5 a second: under the gateway's 10 POST/s for one address.
+            interval=0.2,
             what="a 202 through the new primary",
         )
         # The launcher restarts the killed server; the sentinels re-point it.
