@@ -97,8 +97,20 @@ def test_sigkill_of_a_random_worker_every_half_second_loses_and_duplicates_nothi
     }
 
 
-def test_a_worker_paused_past_its_lease_has_its_late_write_refused(start_cluster):
-    chaos = start_cluster(nodes=2, workers=1, WIZARD_WORK_SECONDS=1.0)
+#: Task time limit of the "past-timeout" case, seconds: well above the 1 s of CPU work
+#: on a busy machine, below what the frozen worker sleeps through.
+PAUSED_TASK_TIMEOUT = 10.0
+
+
+@pytest.mark.parametrize("past_timeout", [False, True], ids=["within-timeout", "past-timeout"])
+def test_a_worker_paused_past_its_lease_has_its_late_write_refused(start_cluster, past_timeout):
+    # past-timeout: frozen longer than WIZARD_TASK_TIMEOUT too. On waking,
+    # the time limit may stop only the computation, never the recording: the
+    # late write is refused and counted, and the worker lives on (no crash).
+    timeout = PAUSED_TASK_TIMEOUT if past_timeout else 30
+    chaos = start_cluster(
+        nodes=2, workers=1, WIZARD_WORK_SECONDS=1.0, WIZARD_TASK_TIMEOUT=timeout
+    )
     chaos.submit(requests.Session(), 20, 22)
     (task_id,) = chaos.accepted
     key = store.task_key(task_id)
@@ -110,17 +122,29 @@ def test_a_worker_paused_past_its_lease_has_its_late_write_refused(start_cluster
     first = wait_for(holder, what="a worker takes the task")
     pid = chaos.workers()[first]
     os.kill(pid, signal.SIGSTOP)
+    frozen_at = time.monotonic()
     try:
         done = wait_for(
             lambda: chaos.valkey.hget(key, "status") == "complete" and chaos.valkey.hgetall(key),
             timeout=20,
             what="another worker completes the task",
         )
+        if past_timeout:
+            # Frozen past the limit too (a wall-clock wait is the scenario).
+            time.sleep(max(0.0, frozen_at + PAUSED_TASK_TIMEOUT + 1 - time.monotonic()))
     finally:
         os.kill(pid, signal.SIGCONT)
     assert done["handled_by"] != first and done["attempts"] == "2"
 
     wait_for(lambda: chaos.stat("fenced_writes") >= 1, what="the late write is refused")
+    # The thawed worker takes work again, as the same process: it did not crash.
+    wait_for(
+        lambda: chaos.workers().get(first) == pid and chaos.all_ready(),
+        timeout=20,
+        what="the thawed worker heartbeating again",
+    )
+    assert chaos.deaths() == [] and chaos.non_json_log_lines() == []
+    assert chaos.errors_logged() == []
 
     after = chaos.valkey.hgetall(key)
     assert after["result"] == "42"
@@ -133,7 +157,7 @@ def test_a_worker_paused_past_its_lease_has_its_late_write_refused(start_cluster
     wait_for(lambda: chaos.stat("complete:add") >= 1, what="the worker's counts flushed")
     results_stored = chaos.stat("complete:add")
     assert results_stored == 1
-    RESULTS["paused_worker"] = {
+    RESULTS["paused_worker_past_timeout" if past_timeout else "paused_worker"] = {
         "paused": first,
         "finished_by": done["handled_by"],
         "attempts": int(after["attempts"]),
