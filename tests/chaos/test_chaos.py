@@ -19,6 +19,7 @@ import requests
 from tests.chaos.conftest import RESULTS, every
 from tests.support import wait_for
 from wizard import store
+from wizard.processes import children_of, process_start
 
 pytestmark = pytest.mark.chaos
 
@@ -108,9 +109,7 @@ def test_a_worker_paused_past_its_lease_has_its_late_write_refused(start_cluster
     # the time limit may stop only the computation, never the recording: the
     # late write is refused and counted, and the worker lives on (no crash).
     timeout = PAUSED_TASK_TIMEOUT if past_timeout else 30
-    chaos = start_cluster(
-        nodes=2, workers=1, WIZARD_WORK_SECONDS=1.0, WIZARD_TASK_TIMEOUT=timeout
-    )
+    chaos = start_cluster(nodes=2, workers=1, WIZARD_WORK_SECONDS=1.0, WIZARD_TASK_TIMEOUT=timeout)
     chaos.submit(requests.Session(), 20, 22)
     (task_id,) = chaos.accepted
     key = store.task_key(task_id)
@@ -242,6 +241,46 @@ def test_sigterm_to_one_node_during_a_burst_loses_nothing_and_leaves_nothing_run
         "complete": complete,
         "left_holding_a_lease": left_running,
         "node_exit_code": exit_code,
+    }
+
+
+def test_sigkill_of_a_node_supervisor_ends_all_its_children_and_the_restart_loses_nothing(
+    start_cluster,
+):
+    # A supervisor cannot catch SIGKILL: its children (api, workers,
+    # scheduler) must still end, told by Linux (PR_SET_PDEATHSIG), so the
+    # node can come back on its port with no orphan worker left running.
+    chaos = start_cluster(nodes=2, workers=2, WIZARD_WORK_SECONDS=0.05)
+    loader = threading.Thread(target=chaos.submit_many, args=(300,))
+    loader.start()
+    wait_for(lambda: len(chaos.accepted) >= 100, what="the burst is under way")
+    supervisor = chaos.cluster.nodes["node-1"]
+    children = {pid: process_start(pid) for pid in children_of(supervisor.pid)}
+    # api, two workers and the scheduler (and multiprocessing's tracker).
+    assert len(children) >= 4, children
+
+    os.kill(supervisor.pid, signal.SIGKILL)
+    supervisor.process.wait()
+
+    def children_gone():
+        return not [pid for pid, at in children.items() if process_start(pid) == at]
+
+    # Each child stops as on SIGTERM: a worker first finishes its task.
+    wait_for(children_gone, timeout=20, what="every child of the killed supervisor ends")
+    chaos.cluster.start_node("node-1")  # what `wizard up` does for a dead part
+    chaos.cluster.wait_node_ready("node-1")
+    loader.join()
+    tasks = chaos.wait_all_finished(timeout=90)
+    complete = [i for i, t in tasks.items() if t["status"] == "complete"]
+    assert len(complete) == len(chaos.accepted)
+    assert [i for i in complete if int(tasks[i]["result"]) != chaos.accepted[i]] == []
+    assert chaos.stat("complete:add") == len(complete)
+    RESULTS["sigkill_supervisor"] = {
+        "answers": chaos.answers_by_status(),
+        "children_of_the_killed_supervisor": len(children),
+        "complete": len(complete),
+        "results_stored": chaos.stat("complete:add"),
+        "retried_attempts": chaos.stat("retried"),
     }
 
 
