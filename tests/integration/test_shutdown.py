@@ -48,8 +48,18 @@ def start_node(settings, tmp_path):
 
 
 def wait_running(client, task_id):
+    """Wait until the worker is computing ``task_id``: its heartbeat card
+    names the task. The task's status alone ("running") is set when it is
+    claimed, a moment before the computation starts; a SIGTERM in between
+    gives it back as never started (attempt undone), not as "shutdown"."""
     key = store.task_key(task_id)
     wait_for(lambda: client.hget(key, "status") == "running", what="the worker takes the task")
+
+    def computing():
+        card = client.hget(store.WORKER_REGISTRY, "node-1/w1")
+        return card is not None and json.loads(card).get("task_id") == task_id
+
+    wait_for(computing, what="the worker computes the task (its card names it)")
 
 
 def test_on_sigterm_a_worker_finishes_its_task_and_the_node_exits_0(client, start_node):
