@@ -274,6 +274,8 @@ def test_sigkill_of_a_node_supervisor_ends_all_its_children_and_the_restart_lose
     complete = [i for i, t in tasks.items() if t["status"] == "complete"]
     assert len(complete) == len(chaos.accepted)
     assert [i for i in complete if int(tasks[i]["result"]) != chaos.accepted[i]] == []
+    # Workers add their counts to Valkey once a second: wait for them.
+    wait_for(lambda: chaos.stat("complete:add") >= len(complete), what="the counts flushed")
     assert chaos.stat("complete:add") == len(complete)
     RESULTS["sigkill_supervisor"] = {
         "answers": chaos.answers_by_status(),
