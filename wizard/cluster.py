@@ -40,6 +40,7 @@ from pathlib import Path
 import valkey
 
 from . import acl, lab, membership, proctitle
+from .config import ConfigError, Settings
 from .processes import (
     READY_TIMEOUT,
     ClusterError,
@@ -53,6 +54,7 @@ from .processes import (
     valkey_binary,
     wait_until,
 )
+from .supervisor import KILL_MARGIN
 
 #: Names kept importable from here (tests and tools import them from
 #: wizard.cluster); they live in wizard.processes.
@@ -75,6 +77,10 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+
+#: Time a node may take to stop beyond its grace period and the supervisor's
+#: KILL_MARGIN, seconds (interpreter exit, a slow machine): the keeper's wait.
+NODE_STOP_MARGIN = 3.0
 
 #: The project's root: ops/ and static/ are found from here.
 ROOT = Path(__file__).resolve().parent.parent
@@ -111,9 +117,14 @@ class EmbeddedValkey(Part):
             str(self.acl_path),
         ]
         super().__init__("valkey", argv, Path(var_dir) / "logs" / "valkey.log")
+        self.server_argv = argv
         self.host = host
         self.port = port
         self.data = data
+        #: If set, Valkey runs under a keeper (:mod:`wizard.keeper`) that,
+        #: should the launcher die, waits up to this many seconds for the
+        #: nodes to stop before stopping Valkey. None: Valkey is the part.
+        self.keeper_wait: float | None = None
 
     @property
     def url(self) -> str:
@@ -140,6 +151,10 @@ class EmbeddedValkey(Part):
             ClusterError: it exited or did not answer in time.
         """
         self.write_acl()
+        self.argv = self.server_argv
+        if self.keeper_wait is not None:
+            keeper = [sys.executable, "-m", "wizard.keeper", "--launcher", str(os.getpid())]
+            self.argv = [*keeper, "--wait", f"{self.keeper_wait:g}", "--", *self.server_argv]
         super().start()
         wait_until(self.answers, "Valkey", process=self.process)
 
@@ -284,6 +299,10 @@ class LocalCluster:
             return
         self.valkey = EmbeddedValkey(self.valkey_port, self.var_dir, host=self.host)
         self.valkey.die_with_parent = self.die_with_launcher
+        if self.die_with_launcher:
+            # A launcher killed with kill -9 must not take Valkey down with
+            # the nodes at the same moment: the keeper waits for them first.
+            self.valkey.keeper_wait = self._node_stop_seconds()
         self.valkey.start()
         self.record_process("valkey", self.valkey.pid, "valkey")
 
@@ -337,6 +356,16 @@ class LocalCluster:
         password, which stays in its file."""
         address = self.admin_url.rpartition("@")[2]
         return f"valkey://{acl.ADMIN_USER}@{address}"
+
+    def _node_stop_seconds(self) -> float:
+        """Longest a node takes to stop on SIGTERM, seconds: its workers'
+        grace period, the supervisor's kill margin, and a margin of our own."""
+        try:
+            grace = Settings.from_env({**os.environ, **self.node_env}).grace_seconds
+        except ConfigError:
+            # The nodes will refuse this environment and say why themselves.
+            grace = Settings.grace_seconds
+        return grace + KILL_MARGIN + NODE_STOP_MARGIN
 
     def kill_valkey(self, signum: int = signal.SIGTERM) -> None:
         """Stop the embedded Valkey with ``signum`` and wait for it to exit."""

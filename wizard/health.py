@@ -79,9 +79,12 @@ def worker_problems(
         if has_heartbeat:
             continue
         if worker_id not in last_beat:
+            # No card at all: it never beat (still starting, or failing to).
             reason = "not heartbeating yet (never seen)"
         else:
-            reason = f"heartbeat stale: last beat {max(0.0, now - last_beat[worker_id]):.1f} s ago"
+            # It beat, then stopped: not "yet", it is silent for that long.
+            silent = max(0.0, now - last_beat[worker_id])
+            reason = f"heartbeat stale: last beat {silent:.1f} s ago (frozen, hung or dead)"
         problems.append(Problem(worker_id, reason))
     return problems
 

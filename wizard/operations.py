@@ -174,15 +174,34 @@ def check_operation(name: str, *, chaos: bool = False) -> str:
 CALIBRATION_SECONDS = 0.02
 
 
-def _spin(steps: int) -> int:
+#: Steps of simulated work between two calls of the ``checkpoint`` callback
+#: (a few milliseconds of CPU): how soon a time limit is noticed.
+CHECKPOINT_STEPS = 50_000
+
+#: A callback the simulated work calls now and then; it raises to stop the
+#: work (a time limit passed) and returns None to let it go on.
+Checkpoint = Callable[[], None]
+
+
+def _spin(steps: int, checkpoint: Checkpoint | None = None) -> int:
     """``steps`` rounds of pure-Python arithmetic: the simulated work.
 
     Pure Python on purpose: it holds the interpreter lock (GIL) all the time
     it runs, as a real Python computation would, so threads of one process
-    take turns on one core while separate processes use separate cores."""
+    take turns on one core while separate processes use separate cores.
+
+    ``checkpoint`` is called every CHECKPOINT_STEPS steps: a cooperative time
+    limit. Whatever it raises stops the work there and propagates, and can
+    only be raised here, never in the middle of recording the result."""
     total = 0
-    for step in range(steps):
-        total = (total + step * step) % 1_000_003
+    done = 0
+    while done < steps:
+        if checkpoint is not None:
+            checkpoint()
+        chunk = min(CHECKPOINT_STEPS, steps - done)
+        for step in range(done, done + chunk):
+            total = (total + step * step) % 1_000_003
+        done += chunk
     return total
 
 
@@ -224,19 +243,32 @@ def calibrate(work_seconds: float) -> None:
         log.info(f"simulated work calibrated: {rate:,.0f} steps per CPU-second")
 
 
-def simulate_work(seconds: float) -> None:
+def simulate_work(seconds: float, checkpoint: Checkpoint | None = None) -> None:
     """Do ``seconds`` of CPU work as measured on an idle core: a fixed amount
     of pure-Python arithmetic (``seconds`` x :func:`steps_per_cpu_second`),
     not a deadline. Two requests sharing one process's interpreter lock take
     about twice as long each; two processes on two cores do not.
 
     Not a sleep either: a sleeping task would not show why the API must not
-    do the work itself."""
-    _spin(round(seconds * steps_per_cpu_second()))
+    do the work itself.
+
+    ``checkpoint``: see :func:`_spin` (raises to stop the work early)."""
+    _spin(round(seconds * steps_per_cpu_second()), checkpoint)
 
 
-def compute(operation: str, a: Number, b: Number, *, work_seconds: float) -> Number:
+def compute(
+    operation: str,
+    a: Number,
+    b: Number,
+    *,
+    work_seconds: float,
+    checkpoint: Checkpoint | None = None,
+) -> Number:
     """Run ``operation`` on ``a`` and ``b`` after ``work_seconds`` of CPU work.
+
+    ``checkpoint`` is called before the operation and every few milliseconds
+    of the work (:func:`_spin`); what it raises propagates (a worker's time
+    limit: a cooperative deadline, not a signal that could land anywhere).
 
     Raises:
         UnknownOperation: the operation does not exist.
@@ -246,7 +278,9 @@ def compute(operation: str, a: Number, b: Number, *, work_seconds: float) -> Num
     if function is None:
         raise UnknownOperation(f"unknown operation {operation!r}")
     if work_seconds > 0:
-        simulate_work(work_seconds)
+        simulate_work(work_seconds, checkpoint)
+    if checkpoint is not None:
+        checkpoint()
     result = function(a, b)
     if isinstance(result, float) and not math.isfinite(result):
         raise OperationFailed(f"{operation} of {a} and {b} has no finite result")

@@ -127,7 +127,7 @@ class Part:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         # preexec_fn runs between fork and exec, which is only safe in a
         # parent without threads: the `wizard up` launcher, not a test.
-        before_exec = _sigterm_when_parent_dies if self.die_with_parent else None
+        before_exec = sigterm_when_parent_dies if self.die_with_parent else None
         with open(self.log_path, "ab") as log_file:
             self.process = subprocess.Popen(
                 self.argv,
@@ -177,7 +177,7 @@ class Part:
 PR_SET_PDEATHSIG = 1
 
 
-def _sigterm_when_parent_dies() -> None:
+def sigterm_when_parent_dies() -> None:
     """In the child, just before exec: prctl(PR_SET_PDEATHSIG, SIGTERM), so a
     launcher killed with kill -9 still takes its cluster down with it. Linux
     only; elsewhere a no-op."""
@@ -185,6 +185,35 @@ def _sigterm_when_parent_dies() -> None:
         return
     libc = ctypes.CDLL(None, use_errno=True)
     libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+def end_with_parent(parent_pid: int, signum: int = signal.SIGTERM) -> None:
+    """Called first thing in a child: ask Linux to send it ``signum`` when its
+    parent dies, even by SIGKILL (``prctl(PR_SET_PDEATHSIG)``, Linux only).
+
+    The parent may already have died between the spawn and this call, which
+    the prctl cannot see (the child was re-parented already): if the parent
+    is no longer ``parent_pid``, the child signals itself at once. Either way
+    no child outlives its parent for more than its own stop takes.
+    """
+    if sys.platform.startswith("linux"):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signum)
+    if os.getppid() != parent_pid:
+        os.kill(os.getpid(), signum)
+
+
+def process_start(pid: int) -> str | None:
+    """When ``pid`` started (clock ticks since boot, field 22 of
+    ``/proc/<pid>/stat``), or None if it is gone or a zombie. Comparing start
+    times tells a process from a later one that reused its PID."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except (FileNotFoundError, ProcessLookupError):
+        # No such process any more (ESRCH if it ended while we read).
+        return None
+    fields = stat.rsplit(")", 1)[1].split()
+    return None if fields[0] == "Z" else fields[19]
 
 
 def children_of(pid: int) -> list[int]:

@@ -30,6 +30,10 @@ Signals: SIGTERM or SIGINT asks every child to stop (SIGTERM); workers finish
 their current task within ``WIZARD_GRACE_SECONDS``; the supervisor waits for
 them, kills what is still there a few seconds after that, and exits 0. A
 second signal stops the children at once.
+
+If the supervisor itself dies (even by SIGKILL, which it cannot catch), each
+child gets SIGTERM from Linux (``PR_SET_PDEATHSIG``, set first thing in the
+child) and stops as above: no worker runs on without its supervisor.
 """
 
 from __future__ import annotations
@@ -46,7 +50,7 @@ from dataclasses import dataclass
 
 import valkey
 
-from . import faults, logs, membership, proctitle, store
+from . import faults, logs, membership, processes, proctitle, store
 from .config import Settings
 
 log = logging.getLogger(__name__)
@@ -89,7 +93,7 @@ class Child:
         """Spawn the process (a fresh interpreter), its target run by
         :func:`faults.run_guarded`."""
         self.process = _SPAWN.Process(
-            target=faults.run_guarded, args=(self.target, *self.args), name=self.name
+            target=_child_main, args=(os.getpid(), self.target, *self.args), name=self.name
         )
         self.process.start()
         self.started_at = time.monotonic()
@@ -262,6 +266,14 @@ def _process_name(node_id: str, child_name: str) -> str:
     if child_name.startswith(f"{node_id}/"):
         return child_name
     return f"{node_id}/{child_name}"
+
+
+def _child_main(parent_pid: int, target: Callable[..., None], *args) -> None:
+    """A child's first steps: end with the supervisor (SIGTERM when it dies,
+    even by SIGKILL: :func:`processes.end_with_parent`), then run ``target``
+    under :func:`faults.run_guarded`. Top-level, so ``spawn`` finds it by name."""
+    processes.end_with_parent(parent_pid)
+    faults.run_guarded(target, *args)
 
 
 def run_node(settings: Settings) -> int:

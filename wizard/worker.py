@@ -126,8 +126,11 @@ class Worker:
         self.stop_reason: str | None = None
         self._stopping = threading.Event()  # ends the heartbeat thread
         self._wake = threading.Event()  # cuts a backoff pause short on stop
-        self._grace_deadline: float | None = None
-        self._alarm_installed = False
+        self._grace_deadline: float | None = None  # time.monotonic() seconds
+        self._task_deadline: float | None = None  # time.monotonic() seconds
+        #: The last task taken and what became of it (None: not recorded,
+        #: e.g. Valkey was unreachable): what the stop log line reports.
+        self.last_task: tuple[str, WorkOutcome | None] | None = None
 
     # --- one step ------------------------------------------------------
 
@@ -201,15 +204,17 @@ class Worker:
             if not ok:
                 log.warning("result refused: lease lost to another worker", extra=extra)
                 settled.append(WorkOutcome.FENCED)
-                continue
-            self.tasks_done += 1
-            self.tally.task_ended(claim.operation, ran.status.value, ran.duration_ms)
-            if ran.outcome.error is not None:
-                log.info("task failed", extra={**extra, "error": ran.outcome.error})
-                settled.append(WorkOutcome.FAILED)
             else:
-                log.info("task complete", extra=extra)
-                settled.append(WorkOutcome.COMPLETE)
+                self.tasks_done += 1
+                self.tally.task_ended(claim.operation, ran.status.value, ran.duration_ms)
+                if ran.outcome.error is not None:
+                    log.info("task failed", extra={**extra, "error": ran.outcome.error})
+                    settled.append(WorkOutcome.FAILED)
+                else:
+                    log.info("task complete", extra=extra)
+                    settled.append(WorkOutcome.COMPLETE)
+            if self.last_task is not None and self.last_task[0] == claim.task_id:
+                self.last_task = (claim.task_id, settled[-1])
         return settled
 
     def _run_all(self, claims: tuple[queue.Claim, ...]) -> list[WorkOutcome]:
@@ -221,11 +226,13 @@ class Worker:
                 self._release(list(claims[n:]))
                 break
             self.current = claim
+            self.last_task = (claim.task_id, None)
             try:
                 found = self._run(claim)
             finally:
                 self.current = None
             if found is not None:
+                self.last_task = (claim.task_id, found)
                 handed_back.append(found)
         return handed_back
 
@@ -265,29 +272,39 @@ class Worker:
         self.unsent.append(_Ran(outcome, duration_ms))
 
     def _compute(self, claim: queue.Claim) -> queue.Number:
-        """Run the operation under a time limit: SIGALRM after
-        ``task_timeout`` (or at the end of the grace period, if sooner)."""
-        if threading.current_thread() is not threading.main_thread():
-            # Signals reach only the main thread: no time limit elsewhere.
-            return compute(
-                claim.operation, claim.a, claim.b, work_seconds=self.settings.work_seconds
-            )
-        if not self._alarm_installed:
-            # Once per worker: installing it twice per task was ~5 % of its CPU.
-            signal.signal(signal.SIGALRM, self._on_alarm)
-            self._alarm_installed = True
-        signal.setitimer(signal.ITIMER_REAL, self._time_left(self.settings.task_timeout))
+        """Run the operation under a time limit: ``task_timeout`` seconds of
+        wall-clock time from now (or the end of the grace period, if sooner).
+
+        The limit is cooperative: the work calls :meth:`_checkpoint` every few
+        milliseconds, so :class:`TaskTimeout` / :class:`GraceOver` can only be
+        raised inside the computation. A signal-based timer (SIGALRM) could
+        go off anywhere, e.g. in the middle of recording the result after the
+        process was frozen (SIGSTOP) past the limit, and crash the worker
+        instead of letting the fenced write refuse the late result."""
+        self._task_deadline = time.monotonic() + self.settings.task_timeout
         try:
             return compute(
-                claim.operation, claim.a, claim.b, work_seconds=self.settings.work_seconds
+                claim.operation,
+                claim.a,
+                claim.b,
+                work_seconds=self.settings.work_seconds,
+                checkpoint=self._checkpoint,
             )
         finally:
-            signal.setitimer(signal.ITIMER_REAL, 0)
+            self._task_deadline = None
 
-    def _time_left(self, limit: float) -> float:
-        if self._grace_deadline is None:
-            return limit
-        return max(0.001, min(limit, self._grace_deadline - time.monotonic()))
+    def _checkpoint(self) -> None:
+        """Called by the computation every few ms: stop it if its time is up.
+
+        Raises:
+            GraceOver: SIGTERM came and the grace period has ended.
+            TaskTimeout: the task ran past ``task_timeout``.
+        """
+        now = time.monotonic()
+        if self._grace_deadline is not None and now >= self._grace_deadline:
+            raise GraceOver()
+        if self._task_deadline is not None and now >= self._task_deadline:
+            raise TaskTimeout()
 
     def _hand_back(
         self, claim: queue.Claim, reason: str, error: str, backoff: bool = False
@@ -410,7 +427,20 @@ class Worker:
         heartbeat.join(timeout=2)
         self._flush_counts()
         self._sign_off()
-        log.info(f"worker stopping: {self.stop_reason}", extra={"pid": os.getpid()})
+        log.info(f"worker stopping: {self._stop_story()}", extra={"pid": os.getpid()})
+
+    def _stop_story(self) -> str:
+        """Why the worker stops and, if it stopped while holding a task, what
+        really became of that task (never "finished" when the write failed)."""
+        if self.last_task is None or not self.stop_reason.endswith("while running a task"):
+            return self.stop_reason
+        task_id, outcome = self.last_task
+        if outcome is None:
+            return (
+                f"{self.stop_reason}: task {task_id} was NOT recorded (Valkey unreachable); "
+                "the reaper hands it back when its lease runs out"
+            )
+        return f"{self.stop_reason}: task {task_id} ended {outcome.value}"
 
     def _step(self) -> None:
         chaos, node_id = self.settings.chaos_operations, self.settings.node_id
@@ -456,19 +486,10 @@ class Worker:
     def _on_sigterm(self, signum, frame) -> None:
         if self.stop_reason is not None:
             raise SystemExit("second SIGTERM: exiting now")
-        holding = self.current
-        what = f"after finishing task {holding.task_id}" if holding else "while idle"
+        what = "while running a task" if self.current is not None else "while idle"
         self.stop(f"SIGTERM {what}")
+        # Read by _checkpoint: an unfinished computation stops at this time.
         self._grace_deadline = time.monotonic() + self.settings.grace_seconds
-        if holding is not None:
-            remaining, _ = signal.getitimer(signal.ITIMER_REAL)
-            if remaining > 0:
-                signal.setitimer(signal.ITIMER_REAL, self._time_left(remaining))
-
-    def _on_alarm(self, signum, frame) -> None:
-        if self._grace_deadline is not None and time.monotonic() >= self._grace_deadline - 0.005:
-            raise GraceOver()
-        raise TaskTimeout()
 
 
 @dataclass(frozen=True)

@@ -313,6 +313,17 @@ class Chaos:
             found += [line for line in lines if not line.startswith("{")]
         return found
 
+    def errors_logged(self) -> list[dict]:
+        """Every log line of the nodes at level error or critical (an
+        unexpected error in a loop, a crash hook firing)."""
+        found = []
+        for log_file in Path(self.cluster.var_dir, "logs").glob("node-*.log"):
+            for line in log_file.read_text().splitlines():
+                if line.startswith("{"):
+                    record = json.loads(line)
+                    found += [record] if record["level"] in ("error", "critical") else []
+        return found
+
     def deaths(self) -> list[dict]:
         """Every "died; restarting" line of the nodes' supervisors."""
         found = []

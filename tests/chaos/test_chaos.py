@@ -19,6 +19,7 @@ import requests
 from tests.chaos.conftest import RESULTS, every
 from tests.support import wait_for
 from wizard import store
+from wizard.processes import children_of, process_start
 
 pytestmark = pytest.mark.chaos
 
@@ -97,8 +98,18 @@ def test_sigkill_of_a_random_worker_every_half_second_loses_and_duplicates_nothi
     }
 
 
-def test_a_worker_paused_past_its_lease_has_its_late_write_refused(start_cluster):
-    chaos = start_cluster(nodes=2, workers=1, WIZARD_WORK_SECONDS=1.0)
+#: Task time limit of the "past-timeout" case, seconds: well above the 1 s of CPU work
+#: on a busy machine, below what the frozen worker sleeps through.
+PAUSED_TASK_TIMEOUT = 10.0
+
+
+@pytest.mark.parametrize("past_timeout", [False, True], ids=["within-timeout", "past-timeout"])
+def test_a_worker_paused_past_its_lease_has_its_late_write_refused(start_cluster, past_timeout):
+    # past-timeout: frozen longer than WIZARD_TASK_TIMEOUT too. On waking,
+    # the time limit may stop only the computation, never the recording: the
+    # late write is refused and counted, and the worker lives on (no crash).
+    timeout = PAUSED_TASK_TIMEOUT if past_timeout else 30
+    chaos = start_cluster(nodes=2, workers=1, WIZARD_WORK_SECONDS=1.0, WIZARD_TASK_TIMEOUT=timeout)
     chaos.submit(requests.Session(), 20, 22)
     (task_id,) = chaos.accepted
     key = store.task_key(task_id)
@@ -110,17 +121,29 @@ def test_a_worker_paused_past_its_lease_has_its_late_write_refused(start_cluster
     first = wait_for(holder, what="a worker takes the task")
     pid = chaos.workers()[first]
     os.kill(pid, signal.SIGSTOP)
+    frozen_at = time.monotonic()
     try:
         done = wait_for(
             lambda: chaos.valkey.hget(key, "status") == "complete" and chaos.valkey.hgetall(key),
             timeout=20,
             what="another worker completes the task",
         )
+        if past_timeout:
+            # Frozen past the limit too (a wall-clock wait is the scenario).
+            time.sleep(max(0.0, frozen_at + PAUSED_TASK_TIMEOUT + 1 - time.monotonic()))
     finally:
         os.kill(pid, signal.SIGCONT)
     assert done["handled_by"] != first and done["attempts"] == "2"
 
     wait_for(lambda: chaos.stat("fenced_writes") >= 1, what="the late write is refused")
+    # The thawed worker takes work again, as the same process: it did not crash.
+    wait_for(
+        lambda: chaos.workers().get(first) == pid and chaos.all_ready(),
+        timeout=20,
+        what="the thawed worker heartbeating again",
+    )
+    assert chaos.deaths() == [] and chaos.non_json_log_lines() == []
+    assert chaos.errors_logged() == []
 
     after = chaos.valkey.hgetall(key)
     assert after["result"] == "42"
@@ -133,7 +156,7 @@ def test_a_worker_paused_past_its_lease_has_its_late_write_refused(start_cluster
     wait_for(lambda: chaos.stat("complete:add") >= 1, what="the worker's counts flushed")
     results_stored = chaos.stat("complete:add")
     assert results_stored == 1
-    RESULTS["paused_worker"] = {
+    RESULTS["paused_worker_past_timeout" if past_timeout else "paused_worker"] = {
         "paused": first,
         "finished_by": done["handled_by"],
         "attempts": int(after["attempts"]),
@@ -218,6 +241,48 @@ def test_sigterm_to_one_node_during_a_burst_loses_nothing_and_leaves_nothing_run
         "complete": complete,
         "left_holding_a_lease": left_running,
         "node_exit_code": exit_code,
+    }
+
+
+def test_sigkill_of_a_node_supervisor_ends_all_its_children_and_the_restart_loses_nothing(
+    start_cluster,
+):
+    # A supervisor cannot catch SIGKILL: its children (api, workers,
+    # scheduler) must still end, told by Linux (PR_SET_PDEATHSIG), so the
+    # node can come back on its port with no orphan worker left running.
+    chaos = start_cluster(nodes=2, workers=2, WIZARD_WORK_SECONDS=0.05)
+    loader = threading.Thread(target=chaos.submit_many, args=(300,))
+    loader.start()
+    wait_for(lambda: len(chaos.accepted) >= 100, what="the burst is under way")
+    supervisor = chaos.cluster.nodes["node-1"]
+    children = {pid: process_start(pid) for pid in children_of(supervisor.pid)}
+    # api, two workers and the scheduler (and multiprocessing's tracker).
+    assert len(children) >= 4, children
+
+    os.kill(supervisor.pid, signal.SIGKILL)
+    supervisor.process.wait()
+
+    def children_gone():
+        return not [pid for pid, at in children.items() if process_start(pid) == at]
+
+    # Each child stops as on SIGTERM: a worker first finishes its task.
+    wait_for(children_gone, timeout=20, what="every child of the killed supervisor ends")
+    chaos.cluster.start_node("node-1")  # what `wizard up` does for a dead part
+    chaos.cluster.wait_node_ready("node-1")
+    loader.join()
+    tasks = chaos.wait_all_finished(timeout=90)
+    complete = [i for i, t in tasks.items() if t["status"] == "complete"]
+    assert len(complete) == len(chaos.accepted)
+    assert [i for i in complete if int(tasks[i]["result"]) != chaos.accepted[i]] == []
+    # Workers add their counts to Valkey once a second: wait for them.
+    wait_for(lambda: chaos.stat("complete:add") >= len(complete), what="the counts flushed")
+    assert chaos.stat("complete:add") == len(complete)
+    RESULTS["sigkill_supervisor"] = {
+        "answers": chaos.answers_by_status(),
+        "children_of_the_killed_supervisor": len(children),
+        "complete": len(complete),
+        "results_stored": chaos.stat("complete:add"),
+        "retried_attempts": chaos.stat("retried"),
     }
 
 

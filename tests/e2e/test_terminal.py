@@ -149,10 +149,14 @@ def test_closing_the_terminal_of_make_run_stops_everything_in_order_and_loses_no
     first.wait_up()
     task_ids = accepted_tasks(port)
     status = f"http://127.0.0.1:{port}/tasks/{task_ids[0]}/status"
-    wait_for(
-        lambda: requests.get(status, timeout=10).json()["status"] != "pending",
-        what="tasks running when the terminal closes",
-    )
+
+    def first_taken():
+        # Only a 200 counts: a 429 (the gateway's per-address limit) or a
+        # 503 problem document has a numeric "status" that is not "pending".
+        response = requests.get(status, timeout=10)
+        return response.status_code == 200 and response.json()["status"] != "pending"
+
+    wait_for(first_taken, timeout=30, what="tasks running when the terminal closes")
 
     first.close_terminal()
 
@@ -163,7 +167,10 @@ def test_closing_the_terminal_of_make_run_stops_everything_in_order_and_loses_no
     assert any(
         line["event"] == "node stopping on SIGTERM: asking children to finish" for line in lines
     )
-    troubled = [line for line in lines if line.get("kind")]
+    # Valkey gone before the nodes: their calls are refused or cut
+    # ("connection"). A "timeout" is a slow answer on a busy machine (a
+    # combined test run), not Valkey going away: it says nothing of the order.
+    troubled = [line for line in lines if line.get("kind") not in (None, "timeout")]
     assert troubled == [], f"Valkey went away before the nodes had stopped: {troubled[:2]}"
 
     second = MakeRunInATerminal(port, var_dir)
@@ -174,15 +181,17 @@ def test_closing_the_terminal_of_make_run_stops_everything_in_order_and_loses_no
     done: dict[str, dict] = {}
 
     def all_complete():
-        # A complete task stays complete: read only the others, so the polls
-        # stay within the gateway's 20 reads/s for one address (429s aside).
-        for t in [t for t in task_ids if t not in done]:
-            answer = session.get(f"http://127.0.0.1:{port}/tasks/{t}/status", timeout=10)
-            if answer.status_code == 200 and answer.json()["status"] == "complete":
-                done[t] = answer.json()
-        return [done[t] for t in task_ids] if len(done) == len(task_ids) else None
+        # Ask only for the unfinished tasks, and take only 200s: sixteen reads
+        # every round would exhaust the gateway's per-address read limit
+        # (20/s, burst 40) and its 429s would never all be "complete" at once.
+        for task_id in [t for t in task_ids if t not in done]:
+            response = session.get(f"http://127.0.0.1:{port}/tasks/{task_id}/status", timeout=10)
+            if response.status_code == 200 and response.json()["status"] == "complete":
+                done[task_id] = response.json()
+        return len(done) == len(task_ids)
 
-    final = wait_for(all_complete, timeout=60, interval=1.0, what="every accepted task completes")
+    wait_for(all_complete, timeout=120, interval=0.5, what="every accepted task completes")
+    final = [done[t] for t in task_ids]
     assert [f["attempts"] for f in final] == [1] * TASKS, "a task ran twice"
     assert [f["result"] for f in final] == [n + 1 for n in range(TASKS)]
     counts = completions(var_dir)

@@ -476,6 +476,7 @@ def test_readyz_says_how_stale_a_silent_workers_heartbeat_is(app, worker, client
     client.delete(store.heartbeat_key("node-1/w1"))
     problem = assert_problem(get(app, "/readyz"), 503, "service-unavailable", "node-1/w1")
     assert "heartbeat stale: last beat" in problem["detail"]
+    assert "yet" not in problem["detail"]  # it did beat: silent, not starting
     worker.beat()
     assert get(app, "/readyz").status == 200
 

@@ -48,8 +48,18 @@ def start_node(settings, tmp_path):
 
 
 def wait_running(client, task_id):
+    """Wait until the worker is computing ``task_id``: its heartbeat card
+    names the task. The task's status alone ("running") is set when it is
+    claimed, a moment before the computation starts; a SIGTERM in between
+    gives it back as never started (attempt undone), not as "shutdown"."""
     key = store.task_key(task_id)
     wait_for(lambda: client.hget(key, "status") == "running", what="the worker takes the task")
+
+    def computing():
+        card = client.hget(store.WORKER_REGISTRY, "node-1/w1")
+        return card is not None and json.loads(card).get("task_id") == task_id
+
+    wait_for(computing, what="the worker computes the task (its card names it)")
 
 
 def test_on_sigterm_a_worker_finishes_its_task_and_the_node_exits_0(client, start_node):
@@ -99,3 +109,58 @@ def test_a_worker_that_dies_is_restarted_by_its_supervisor(client, start_node):
     wait_for(lambda: queue.status(client, task_id).status.value == "complete", what="it works")
     node.send_signal(signal.SIGTERM)
     assert node.wait(timeout=20) == 0
+
+
+#: A parent that spawns one child the way the supervisor does (its
+#: ``_child_main``) with a target that never polls anything (a long sleep),
+#: prints the child's PID, then waits to be killed.
+SPAWNING_PARENT = """
+import multiprocessing, os, sys, time
+from wizard.supervisor import _child_main
+
+if __name__ == "__main__":
+    child = multiprocessing.get_context("spawn").Process(
+        target=_child_main, args=(int(sys.argv[1]) or os.getpid(), time.sleep, 600)
+    )
+    child.start()
+    print(child.pid, flush=True)
+    time.sleep(600)
+"""
+
+
+def spawn_sleeping_child(tmp_path, parent_pid: int = 0) -> tuple[subprocess.Popen, int]:
+    """Start SPAWNING_PARENT (``parent_pid`` 0: the child is told its real
+    parent); return the parent and the child's PID."""
+    script = tmp_path / "spawning_parent.py"
+    script.write_text(SPAWNING_PARENT)
+    parent = subprocess.Popen(
+        [sys.executable, str(script), str(parent_pid)], stdout=subprocess.PIPE, text=True
+    )
+    return parent, int(parent.stdout.readline())
+
+
+def test_a_child_ends_when_its_supervisor_is_killed_even_if_it_never_polls(tmp_path):
+    parent, child = spawn_sleeping_child(tmp_path)
+    try:
+        wait_for(lambda: child in children_of(parent.pid), timeout=10, what="the child runs")
+        parent.kill()
+        parent.wait()
+        wait_for(lambda: not alive(child), timeout=10, what="the orphaned child ends")
+    finally:
+        parent.kill()
+        parent.wait()
+        if alive(child):
+            os.kill(child, signal.SIGKILL)
+
+
+def test_a_child_whose_supervisor_died_before_its_first_step_ends_at_once(tmp_path):
+    # The prctl cannot cover a parent that died before it ran: the child
+    # compares its parent with the one it was given (here, one that is not).
+    parent, child = spawn_sleeping_child(tmp_path, parent_pid=os.getpid())
+    try:
+        wait_for(lambda: not alive(child), timeout=30, what="the child ends by itself")
+    finally:
+        parent.kill()
+        parent.wait()
+        if alive(child):
+            os.kill(child, signal.SIGKILL)

@@ -92,7 +92,7 @@ def test_simulated_work_is_a_fixed_amount_of_cpu_work_not_a_deadline(monkeypatch
     # long they take: on a busy core the work lasts longer, as real work does.
     rate = operations.steps_per_cpu_second()  # calibrated before the spy below
     steps = []
-    monkeypatch.setattr(operations, "_spin", steps.append)
+    monkeypatch.setattr(operations, "_spin", lambda count, checkpoint=None: steps.append(count))
 
     assert compute("add", 1, 2, work_seconds=0.05) == 3
     compute("add", 1, 2, work_seconds=0.05)
@@ -100,6 +100,20 @@ def test_simulated_work_is_a_fixed_amount_of_cpu_work_not_a_deadline(monkeypatch
 
     assert steps[0] == steps[1] == round(0.05 * rate) > 0
     assert steps[2] == round(0.1 * rate)
+
+
+def test_a_checkpoint_that_raises_stops_the_work_before_the_operation_runs():
+    calls = []
+
+    def checkpoint():
+        calls.append(1)
+        if len(calls) == 3:
+            raise TimeoutError("time is up")
+
+    steps = operations.CHECKPOINT_STEPS * 10
+    with pytest.raises(TimeoutError):
+        operations._spin(steps, checkpoint)
+    assert len(calls) == 3  # stopped at the third checkpoint, not at the end
 
 
 def test_the_calibration_measures_the_threads_cpu_clock_once():
