@@ -33,6 +33,7 @@ from __future__ import annotations
 import json
 import threading
 import time
+import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -71,6 +72,7 @@ class _FlushArgs:
     counts: str
     buckets: str
     sums: str
+    token: str
 
 
 class Tally:
@@ -87,6 +89,12 @@ class Tally:
         self._counts: dict[str, int] = {}
         self._buckets: dict[str, int] = {}
         self._sums: dict[str, float] = {}
+        #: This process's name for its flushes (KEYS[3] of flush.lua).
+        self._source = uuid.uuid4().hex
+        #: A batch sent whose reply never came: sent again, as it is, first.
+        self._unacknowledged: _FlushArgs | None = None
+        #: One flush at a time (the heartbeat's and a stopping worker's).
+        self._flushing = threading.Lock()
 
     def task_ended(self, operation: str, status: str, duration_ms: float) -> None:
         """Count one task of ``operation`` that ended with ``status``
@@ -103,39 +111,46 @@ class Tally:
         counters in Valkey (``flush.lua``, one command) and start again
         from zero. Returns False if there was nothing to add.
 
+        A batch whose reply was lost is sent again unchanged, with its
+        token, before anything newer: Valkey applies each token once, so a
+        count is never added twice nor dropped.
+
         Raises:
             valkey.ConnectionError, valkey.TimeoutError: Valkey is
-                unreachable; the counts are kept for the next flush.
+                unreachable; the batch is kept for the next flush.
         """
+        with self._flushing:
+            return self._flush(scripts, node_id)
+
+    def _flush(self, scripts: queue.Scripts, node_id: str) -> bool:
+        sent = False
+        if self._unacknowledged is not None:
+            self._send(scripts, node_id, self._unacknowledged)
+            sent = True
         with self._lock:
             counts, buckets, sums = self._counts, self._buckets, self._sums
             self._counts, self._buckets, self._sums = {}, {}, {}
         if not counts:
-            return False
-        args = _FlushArgs(
+            return sent
+        batch = _FlushArgs(
             counts=json.dumps(counts),
             buckets=json.dumps(buckets),
             sums=json.dumps({field: round(ms, 3) for field, ms in sums.items()}),
+            token=uuid.uuid4().hex,
         )
-        keys = [store.stats_key(node_id), store.duration_key(node_id)]
-        try:
-            scripts.flush(keys=keys, args=args)
-        except valkey.exceptions.ValkeyError:
-            # Not written (Valkey away): put the counts back so the next
-            # flush adds them. If Valkey ran the script and only its reply
-            # was lost, these counts are added twice: rare, and a counter
-            # that gains a few is the lesser harm next to one that resets.
-            self._merge(counts, buckets, sums)
-            raise
+        self._send(scripts, node_id, batch)
         return True
 
-    def _merge(self, counts: dict, buckets: dict, sums: dict) -> None:
-        with self._lock:
-            for mine, theirs in ((self._counts, counts), (self._buckets, buckets)):
-                for field, n in theirs.items():
-                    mine[field] = mine.get(field, 0) + n
-            for field, ms in sums.items():
-                self._sums[field] = self._sums.get(field, 0.0) + ms
+    def _send(self, scripts: queue.Scripts, node_id: str, batch: _FlushArgs) -> None:
+        keys = [
+            store.stats_key(node_id),
+            store.duration_key(node_id),
+            store.flushed_key(self._source),
+        ]
+        self._unacknowledged = batch
+        scripts.flush(keys=keys, args=batch)
+        # Applied (or applied before, its reply lost): done with it.
+        self._unacknowledged = None
 
 
 class ApiMetrics:

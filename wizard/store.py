@@ -73,6 +73,11 @@ STATS_PREFIX = "stats:node:"
 #: second (flush.lua).
 DURATION_PREFIX = "stats:duration:"
 
+#: string per worker process (a random id of its Tally): the token of the
+#: last counts flush.lua applied for it, for an hour. A flush resent after a
+#: lost reply carries the same token and is not added twice.
+FLUSHED_PREFIX = "stats:flushed:"
+
 #: string per client and Idempotency-Key header value: the id of the task it
 #: created, so a retried POST /task returns that task instead of making
 #: another. Scoped per client: one client's key never names another's task.
@@ -118,6 +123,12 @@ def heartbeat_key(worker_id: str) -> str:
 def stats_key(node_id: str) -> str:
     """Hash of one node's counters (see STATS_PREFIX)."""
     return STATS_PREFIX + node_id
+
+
+def flushed_key(source: str) -> str:
+    """String holding the last applied flush token of one worker process
+    (see FLUSHED_PREFIX)."""
+    return FLUSHED_PREFIX + source
 
 
 def duration_key(node_id: str) -> str:

@@ -88,6 +88,9 @@ MUTANTS = [
     # scheduler_lock.lua: only the holder extends the lock.
     Mutant("scheduler_lock.lua", "owner", "if redis.call('GET', KEYS[1]) == owner then",
            "if true then"),
+    # flush.lua: a batch resent after a lost reply is not added twice.
+    Mutant("flush.lua", "token applied", "if redis.call('GET', KEYS[3]) == ARGV[4] then",
+           "if false then"),
     # ratelimit.lua: a request before its allowed time waits.
     Mutant("ratelimit.lua", "too early", "if now < allowed_at then", "if false then"),
 ]  # fmt: skip

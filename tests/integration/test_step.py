@@ -173,6 +173,18 @@ def test_the_counts_reach_valkey_with_the_heartbeat_not_with_each_task(settings,
     assert list(buckets.values()) == ["1"] and float(durations["add|sum"]) >= 0
 
 
+def test_counts_sent_again_after_a_lost_reply_are_added_once(client, scripts):
+    # A flush whose reply is lost is sent again with the same token (what
+    # metrics.Tally does after a timeout): Valkey applies it once.
+    keys = [store.stats_key("node-1"), store.duration_key("node-1"), store.flushed_key("p1")]
+    batch = {"counts": '{"complete:add": 3}', "buckets": '{"add|1": 3}', "sums": "{}"}
+    assert scripts.flush(keys=keys, args={**batch, "token": "t1"}) == 2
+    assert scripts.flush(keys=keys, args={**batch, "token": "t1"}) == -1
+    assert client.hget(store.stats_key("node-1"), "complete:add") == "3"
+    assert scripts.flush(keys=keys, args={**batch, "token": "t2"}) == 2
+    assert client.hget(store.stats_key("node-1"), "complete:add") == "6"
+
+
 def test_a_stopping_worker_records_what_it_ran_and_takes_nothing(settings, client):
     first, second = submit(client, 2)
     worker = Worker(settings, "node-1/w1", client)
