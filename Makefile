@@ -133,7 +133,7 @@ edge-figures: install-dev
 	$(PY) -m benchmarks.edge_node
 
 ## bench-gil: threads against processes on CPU-bound work (writes the README's figures)
-bench-gil: install-dev
+bench-gil: install-bench
 	$(PY) benchmarks/gil.py
 
 ## lint: static checks of the Python code
