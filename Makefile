@@ -19,7 +19,7 @@ CHROMIUM ?= /usr/bin/chromium
 # so three share two cores well; each test file stays in one process.
 TEST_PROCESSES ?= 3
 
-.PHONY: containers-test-ha test-ha run lab test chaos bench bench-gil edge-figures lint up public certs down clean install-local \
+.PHONY: containers-test-ha run lab test chaos bench bench-gil edge-figures lint up public certs down clean install-local \
         install-dev install-public install-bench chromium podman containers-test iproute2 netlab
 
 # The virtual environment, created once.
@@ -100,11 +100,7 @@ netlab: install-local iproute2
 
 ## test: every test (unit, integration, end to end, chaos, network lab, browser)
 test: install-dev chromium iproute2
-	$(PY) -m pytest -n $(TEST_PROCESSES) --dist loadfile -m "not ha_stop"
-
-## test-ha: the HA launcher's stop after a failover (a known failure: README)
-test-ha: install-dev
-	$(PY) -m pytest -m ha_stop tests/e2e
+	$(PY) -m pytest -n $(TEST_PROCESSES) --dist loadfile
 
 ## chaos: only the fault-injection scenarios: the local cluster, and the network lab (root)
 chaos: install-dev iproute2

@@ -11,11 +11,13 @@ import io
 import json
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import TypeVar
 from urllib.parse import urlencode
 from wsgiref.util import setup_testing_defaults
+
+from wizard.processes import process_start
 
 T = TypeVar("T")
 
@@ -47,6 +49,37 @@ def alive(pid: int) -> bool:
         # No such process any more (ESRCH if it exited between open and read).
         return False
     return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def note_running(pids: Iterable[int]) -> dict[int, str]:
+    """Each of ``pids`` that runs now, with its start time (pid -> clock
+    ticks since boot, /proc), to check later with :func:`still_running`.
+
+    A process listed a moment ago may be a zombie by now (a Valkey fork
+    child that finished its replica's copy, waiting for its parent's
+    waitpid) or gone: it is left out. Noted with no start time, it would
+    look "still running" forever, as a gone process has none either."""
+    noted = {}
+    for pid in pids:
+        started = process_start(pid)
+        if started is not None:
+            noted[pid] = started
+    return noted
+
+
+def still_running(noted: dict[int, str]) -> list[int]:
+    """The PIDs in ``noted`` (from :func:`note_running`) whose process still
+    runs: same start time, so not a later process that reused the PID."""
+    return [pid for pid, at in noted.items() if process_start(pid) == at]
+
+
+def command_line(pid: int) -> str:
+    """Process ``pid``'s command line (as ps shows it), or "" if it is gone."""
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode().strip()
+    except OSError:
+        # It ended meanwhile.
+        return ""
 
 
 def save_results(path: Path, results: dict) -> None:

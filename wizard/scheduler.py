@@ -11,7 +11,11 @@ Each round (:meth:`Scheduler.tick`) the leader:
    :meth:`Scheduler.after_trouble`): finds tasks whose lease ran out (their worker died, froze, or
    lost Valkey) and hands them back with a backoff delay (``attempts``
    was counted when they were taken), or dead-letters them with reason
-   ``worker_lost`` once ``WIZARD_MAX_ATTEMPTS`` are used up;
+   ``worker_lost`` once ``WIZARD_MAX_ATTEMPTS`` are used up. A lease that
+   ran out while Valkey was unreachable (a failover, a restart), or within
+   a lease after it came back, is no fault of the task: that task goes
+   back at once with reason ``store_unavailable``, the attempt not counted
+   (see :meth:`Scheduler.forgives`);
 2. promotes retries whose backoff delay has elapsed from
    ``task_queue:delayed`` back to ``task_queue``;
 3. trims the recent-tasks list and dead letters that expired, and forgets
@@ -61,6 +65,10 @@ class Scheduler:
         self._unclaimed_since: dict[tuple[str, str], float] = {}
         #: No reaping before this time (monotonic seconds): see after_trouble().
         self.quiet_until = 0.0
+        #: A lease that ran out before this (Valkey's clock, Unix ms) ran out
+        #: in or just after Valkey trouble this scheduler saw: see forgives().
+        self.forgive_before_ms = 0
+        self._trouble_seen = False
 
     def after_trouble(self, seconds: float) -> None:
         """Note Valkey trouble seen by this scheduler, then wait ``seconds``.
@@ -72,7 +80,26 @@ class Scheduler:
         (and record the result it kept meanwhile); a worker that really died
         has its task handed back one lease later than usual."""
         self.quiet_until = time.monotonic() + seconds + self.settings.lease_seconds
+        self._trouble_seen = True
         self._stopping.wait(seconds)
+
+    def forgives(self, lost: queue.Lost) -> bool:
+        """True if ``lost``'s lease ran out while Valkey was in trouble, or
+        within one lease after this scheduler saw it answer again: its
+        worker could not renew it (it may still be waiting out its backoff,
+        or its reply was lost), so the attempt is not the task's fault and
+        is not counted (a failover must never dead-letter a task)."""
+        expires = lost.lease_expires_ms
+        return expires is not None and expires <= self.forgive_before_ms
+
+    def _note_recovery(self) -> None:
+        """After trouble, at the first round that reaches Valkey: forgive
+        leases that run out up to one lease from now (Valkey's clock)."""
+        if not self._trouble_seen:
+            return
+        seconds, micros = self.client.time()
+        self.forgive_before_ms = seconds * 1000 + micros // 1000 + self.lock_ms
+        self._trouble_seen = False
 
     def is_leader(self) -> bool:
         """Take or keep the scheduler lock for one lease. True if we hold it."""
@@ -113,7 +140,32 @@ class Scheduler:
             # Moved but never claimed (the worker died, or lost the reply), or gone.
             queue.requeue_unclaimed(self.scripts, lost.task_id, lost.worker_id)
             return None
-        hand_back = queue.HandBack(
+        hand_back = self._hand_back(lost)
+        outcome = queue.retry(self.scripts, hand_back, self.policy, node_id=self.settings.node_id)
+        if outcome is queue.RetryOutcome.FENCED:
+            # The owner finished (or handed it back) between our read and now.
+            queue.drop_from_processing(self.client, lost.worker_id, lost.task_id)
+        log.info(
+            f"reaped a lost task ({outcome.value})",
+            extra={"task_id": lost.task_id, "attempt": lost.attempt, "reason": hand_back.reason},
+        )
+        return outcome
+
+    def _hand_back(self, lost: queue.Lost) -> queue.HandBack:
+        """How to give ``lost`` back: at once and not counted if its lease
+        ran out in Valkey trouble (:meth:`forgives`), else after a backoff
+        and counted."""
+        if self.forgives(lost):
+            return queue.HandBack(
+                lost.task_id,
+                worker_id=lost.owner,
+                attempt=lost.attempt,
+                reason="store_unavailable",
+                error=f"attempt {lost.attempt}'s lease ran out while Valkey was unreachable",
+                only_if_expired=True,
+                count_attempt=False,
+            )
+        return queue.HandBack(
             lost.task_id,
             worker_id=lost.owner,
             attempt=lost.attempt,
@@ -122,15 +174,6 @@ class Scheduler:
             delay_seconds=self.policy.backoff_seconds(lost.attempt),
             only_if_expired=True,
         )
-        outcome = queue.retry(self.scripts, hand_back, self.policy, node_id=self.settings.node_id)
-        if outcome is queue.RetryOutcome.FENCED:
-            # The owner finished (or handed it back) between our read and now.
-            queue.drop_from_processing(self.client, lost.worker_id, lost.task_id)
-        log.info(
-            f"reaped a lost task ({outcome.value})",
-            extra={"task_id": lost.task_id, "attempt": lost.attempt, "reason": "worker_lost"},
-        )
-        return outcome
 
     def forget(self) -> None:
         """Trim the recent-tasks list, drop long-gone workers from the
@@ -141,6 +184,7 @@ class Scheduler:
 
     def tick(self) -> dict:
         """One round: if leader, reap, promote and forget. Returns counts."""
+        self._note_recovery()
         if not self.is_leader():
             return {"leader": False}
         retried = dead = 0

@@ -104,8 +104,11 @@ HEARTBEAT_PREFIX = "worker:"
 
 def task_key(task_id: str) -> str:
     """Hash of one task: operation, operands, status, result or error, who
-    accepted and handled it, attempts, lease owner and expiry, timestamps.
-    Expires ``WIZARD_RESULT_TTL`` seconds after the task ends."""
+    accepted and handled it, attempts (each claim adds one: the fencing
+    token), ``outage_attempts`` (those whose lease ran out while Valkey was
+    unreachable, not counted toward ``WIZARD_MAX_ATTEMPTS``), lease owner
+    and expiry, timestamps. Expires ``WIZARD_RESULT_TTL`` seconds after the
+    task ends."""
     return TASK_PREFIX + task_id
 
 

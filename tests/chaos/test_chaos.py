@@ -17,9 +17,9 @@ import pytest
 import requests
 
 from tests.chaos.conftest import RESULTS, every
-from tests.support import wait_for
+from tests.support import note_running, still_running, wait_for
 from wizard import store
-from wizard.processes import children_of, process_start
+from wizard.processes import children_of
 
 pytestmark = pytest.mark.chaos
 
@@ -255,7 +255,7 @@ def test_sigkill_of_a_node_supervisor_ends_all_its_children_and_the_restart_lose
     loader.start()
     wait_for(lambda: len(chaos.accepted) >= 100, what="the burst is under way")
     supervisor = chaos.cluster.nodes["node-1"]
-    children = {pid: process_start(pid) for pid in children_of(supervisor.pid)}
+    children = note_running(children_of(supervisor.pid))
     # api, two workers and the scheduler (and multiprocessing's tracker).
     assert len(children) >= 4, children
 
@@ -263,7 +263,7 @@ def test_sigkill_of_a_node_supervisor_ends_all_its_children_and_the_restart_lose
     supervisor.process.wait()
 
     def children_gone():
-        return not [pid for pid, at in children.items() if process_start(pid) == at]
+        return not still_running(children)
 
     # Each child stops as on SIGTERM: a worker first finishes its task.
     wait_for(children_gone, timeout=20, what="every child of the killed supervisor ends")

@@ -12,6 +12,7 @@ what was accepted, each task exactly once.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import select
@@ -23,8 +24,8 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.e2e.test_cluster import UP_ENV, descendants, process_start, still_running
-from tests.support import wait_for
+from tests.e2e.test_cluster import UP_ENV, descendants
+from tests.support import note_running, still_running, wait_for
 from wizard.cluster import ROOT, free_port, port_is_free
 
 #: Tasks submitted before the terminal closes, and the CPU cost of each.
@@ -85,8 +86,7 @@ class MakeRunInATerminal:
 
     def wait_up(self) -> None:
         wait_for(lambda: "stop: Ctrl+C" in self.text, timeout=90, interval=0.1, what=self.text)
-        for pid in descendants(self.make.pid):
-            self.started[pid] = process_start(pid)
+        self.started.update(note_running(descendants(self.make.pid)))
 
     def close_terminal(self) -> None:
         """Close the master side: the terminal hangs up, as a closed window."""
@@ -97,7 +97,9 @@ class MakeRunInATerminal:
     def kill_leftovers(self) -> None:
         """After a failed test: SIGKILL whatever still runs, by PID."""
         for pid in still_running(self.started):
-            os.kill(pid, 9)
+            with contextlib.suppress(ProcessLookupError):
+                # It ended between the check and the kill: nothing left to do.
+                os.kill(pid, 9)
         if self.make.poll() is None:
             self.make.kill()
         self.make.wait()

@@ -74,6 +74,44 @@ def test_after_the_last_attempt_a_lost_task_is_dead_lettered_as_worker_lost(sett
     assert "node-9/w1" in task.error
 
 
+def test_a_lease_that_ran_out_in_valkey_trouble_is_handed_back_without_using_an_attempt(
+    settings, client
+):
+    # One attempt allowed: counted, this loss would dead-letter the task.
+    once = dataclasses.replace(settings, max_attempts=1)
+    task_id = submit(client)
+    take_as(once, client, "node-9/w1")
+    scheduler = Scheduler(once)
+    scheduler.after_trouble(0)  # what a failed round (Valkey away) calls
+    scheduler.quiet_until = 0  # the quiet lease after trouble has passed
+
+    tick = scheduler.tick()
+
+    assert (tick["reaped"], tick["dead_lettered"]) == (1, 0)
+    task = queue.status(client, task_id)
+    assert task.status is queue.TaskStatus.PENDING and task.reason == "store_unavailable"
+    assert task.attempts == 1  # still the fencing token
+    assert client.hget(store.task_key(task_id), "outage_attempts") == "1"
+    # Back at the front of the queue at once, no backoff: it did nothing wrong.
+    assert client.lrange(store.TASK_QUEUE, 0, -1) == [task_id]
+    # The next attempt is a counted one: it completes, or uses up the budget.
+    assert Worker(once, "node-1/w1", client).work_once() == "complete"
+
+
+def test_a_lease_that_ran_out_after_the_trouble_window_counts_again(settings, client):
+    once = dataclasses.replace(settings, max_attempts=1)
+    task_id = submit(client)
+    take_as(once, client, "node-9/w1")
+    scheduler = Scheduler(once)
+    # Trouble long ago: leases ending up to t = 1000 ms were forgiven; this
+    # one ended at t = 2000 ms, when its worker could have renewed it.
+    scheduler.forgive_before_ms = 1000
+    client.hset(store.task_key(task_id), "lease_expires", 2000)
+
+    assert scheduler.reap() == (0, 1)
+    assert queue.status(client, task_id).reason == "worker_lost"
+
+
 def test_a_live_worker_with_a_valid_lease_keeps_its_task(settings, client):
     task_id = submit(client)
     worker = Worker(settings, "node-1/w1", client)

@@ -146,6 +146,11 @@ class HandBack:
     front of the queue now). ``only_if_expired`` is the reaper's: hand back
     only if the lease has still run out when the script runs (by Valkey's
     clock), so a holder that renewed since the reaper looked keeps its task.
+    ``count_attempt=False`` (the reaper's, for a lease that ran out while
+    Valkey was unreachable) hands it back without using up one of the
+    policy's attempts: a store outage is not the task's fault, so it never
+    dead-letters a task. ``attempts`` still goes up (it is the fencing
+    token); the hash's ``outage_attempts`` counts the ones forgiven.
     """
 
     task_id: str
@@ -155,6 +160,7 @@ class HandBack:
     error: str
     delay_seconds: float = 0.0
     only_if_expired: bool = False
+    count_attempt: bool = True
 
 
 @dataclass(frozen=True)
@@ -171,6 +177,7 @@ class _RetryArgs:
     now: str
     dead_letter_ttl: int
     only_if_expired: int
+    count_attempt: int
 
 
 def step(
@@ -388,8 +395,9 @@ def retry(
     """Give a task back for another attempt after ``hand_back.delay_seconds``
     (0: to the front of the queue now), or dead-letter it when the policy's
     ``max_attempts`` are used up (status ``failed``, ``reason`` kept, kept
-    for ``dead_letter_ttl_seconds``). ``node_id`` is the node whose counters
-    record the outcome.
+    for ``dead_letter_ttl_seconds``). Attempts forgiven as store outages
+    (``count_attempt=False``, now or earlier) are not counted. ``node_id``
+    is the node whose counters record the outcome.
 
     Raises:
         valkey.ConnectionError, valkey.TimeoutError: Valkey is unreachable.
@@ -417,6 +425,7 @@ def retry(
             now=repr(now),
             dead_letter_ttl=policy.dead_letter_ttl_seconds,
             only_if_expired=int(hand_back.only_if_expired),
+            count_attempt=int(hand_back.count_attempt),
         ),
     )
     return RetryOutcome(reply)

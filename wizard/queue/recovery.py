@@ -24,7 +24,8 @@ class Lost:
 
     ``owner`` and ``attempt`` are the lease holder and fencing token seen at
     the time, passed on to :func:`~wizard.queue.retry` so a late finish
-    still wins.
+    still wins. ``lease_expires_ms`` is when its lease ran out (Valkey's
+    clock, Unix milliseconds; None if it has none).
     """
 
     task_id: str
@@ -33,6 +34,7 @@ class Lost:
     attempt: int
     status: TaskStatus
     worker_alive: bool = False
+    lease_expires_ms: int | None = None
 
 
 @dataclass(frozen=True)
@@ -81,11 +83,14 @@ def find_lost(client: valkey.Valkey, worker_id: str) -> list[Lost]:
         if state is None:
             lost.append(Lost(task_id, worker_id, "", 0, TaskStatus.FAILED))
             continue
-        expired = expires is not None and int(expires) < now_ms
+        expires_ms = None if expires is None else int(expires)
+        expired = expires_ms is not None and expires_ms < now_ms
         if state == TaskStatus.RUNNING.value and not expired:
             continue
         record = Lost(task_id, worker_id, owner or "", int(attempts or 0), TaskStatus(state))
-        lost.append(dataclasses.replace(record, worker_alive=bool(alive)))
+        lost.append(
+            dataclasses.replace(record, worker_alive=bool(alive), lease_expires_ms=expires_ms)
+        )
     return lost
 
 

@@ -16,7 +16,8 @@ if redis.call('EXISTS', KEYS[2]) == 0 then
   return 0
 end
 redis.call('HSET', KEYS[2], 'status', 'pending', 'attempts', 0)
-redis.call('HDEL', KEYS[2], 'reason', 'error', 'finished_at', 'started_at', 'handled_by')
+redis.call('HDEL', KEYS[2], 'reason', 'error', 'finished_at', 'started_at', 'handled_by',
+  'outage_attempts')
 redis.call('PERSIST', KEYS[2])
 redis.call('LPUSH', KEYS[3], task_id)
 return 1

@@ -20,6 +20,11 @@
 -- ARGV[9] dead_letter_ttl  how long a dead letter stays readable, seconds
 -- ARGV[10] only_if_expired 1 for the reaper: act only if the lease has run
 --                          out by Valkey's clock when this runs, 0 for the holder
+-- ARGV[11] count_attempt   1: this attempt counts toward max_attempts; 0: it
+--                          does not (the reaper's, for a lease that ran out while
+--                          Valkey was unreachable: not the task's fault). It is
+--                          added to the hash's outage_attempts instead; attempts
+--                          itself never goes down (it is the fencing token).
 --
 -- Returns 'retry', 'dead', 'fenced' (caller lost the lease), 'gone' (the
 -- task expired) or 'renewed' (the reaper's view is stale: the holder
@@ -29,8 +34,9 @@ local worker_id, attempt, task_id = ARGV[1], ARGV[2], ARGV[3]
 local reason, error_text = ARGV[4], ARGV[5]
 local max_attempts, due, now = tonumber(ARGV[6]), ARGV[7], ARGV[8]
 local dead_letter_ttl, only_if_expired = tonumber(ARGV[9]), ARGV[10]
+local count_attempt = ARGV[11]
 local f = redis.call('HMGET', KEYS[1], 'status', 'lease_owner', 'attempts', 'operation',
-  'lease_expires')
+  'lease_expires', 'outage_attempts')
 if only_if_expired == '1' and f[5] then
   local t = redis.call('TIME')
   local now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -46,8 +52,12 @@ if f[1] ~= 'running' or f[2] ~= worker_id or f[3] ~= attempt then
   redis.call('HINCRBY', KEYS[6], 'fenced_writes', 1)
   return 'fenced'
 end
-local attempts = tonumber(f[3] or '0')
-if attempts >= max_attempts then
+local outages = tonumber(f[6] or '0')
+if count_attempt == '0' then
+  outages = outages + 1
+  redis.call('HSET', KEYS[1], 'outage_attempts', outages)
+end
+if tonumber(f[3] or '0') - outages >= max_attempts then
   redis.call('HSET', KEYS[1], 'status', 'failed', 'reason', reason,
     'error', error_text, 'finished_at', now, 'lease_owner', '')
   redis.call('HDEL', KEYS[1], 'lease_expires')
