@@ -16,6 +16,7 @@ a Valkey connection is never shared across a fork or a spawn.
 from __future__ import annotations
 
 import hashlib
+import socket
 
 import valkey
 from valkey.connection import parse_url
@@ -219,14 +220,55 @@ class PrimaryUnixConnection(_RoleAware, valkey.UnixDomainSocketConnection):
     """The same over a Unix socket (a ``unix://`` URL)."""
 
 
-class SentinelPrimaryConnection(_RoleAware, SentinelManagedConnection):
+class _DropsIdlePeers:
+    """Sentinel connection mixin: when this connection finds the primary
+    gone (cannot connect, connection error, socket timeout, or a refusal by
+    role), the
+    pool's idle connections are closed too. They were opened to the same
+    server, so each would otherwise fail on its own next use, one socket
+    timeout after another (a killed container or a pulled cable sends no
+    reset); closed, each asks the sentinels again as it reconnects and
+    lands on the new primary at once. Connections in use by other threads
+    are left to find out for themselves."""
+
+    def connect(self):
+        try:
+            return super().connect()
+        except (valkey.ConnectionError, valkey.TimeoutError):
+            # The primary the sentinels name refuses or does not answer.
+            self._drop_idle_peers()
+            raise
+
+    def send_packed_command(self, *args, **kwargs):
+        try:
+            return super().send_packed_command(*args, **kwargs)
+        except (valkey.ConnectionError, valkey.TimeoutError):
+            # The primary is unreachable: its other sockets are no better.
+            self._drop_idle_peers()
+            raise
+
+    def read_response(self, *args, **kwargs):
+        try:
+            return super().read_response(*args, **kwargs)
+        except (valkey.ConnectionError, valkey.TimeoutError):
+            # Gone, frozen, or no longer primary (PrimaryUnavailable).
+            self._drop_idle_peers()
+            raise
+
+    def _drop_idle_peers(self) -> None:
+        pool = self.connection_pool.connection_pool_ref()
+        if pool is not None:
+            pool.disconnect(inuse_connections=False)
+
+
+class SentinelPrimaryConnection(_DropsIdlePeers, _RoleAware, SentinelManagedConnection):
     """A connection to whichever server the sentinels call the primary; it
     asks them again each time it (re)connects (valkey-py's Sentinel support).
     valkey-py itself turns READONLY into a reconnect; we add NOREPLICAS and
-    MASTERDOWN."""
+    MASTERDOWN, and close the pool's idle connections with it."""
 
 
-class SentinelPrimarySSLConnection(_RoleAware, SentinelManagedSSLConnection):
+class SentinelPrimarySSLConnection(_DropsIdlePeers, _RoleAware, SentinelManagedSSLConnection):
     """The same over TLS (a ``valkeys://`` VALKEY_URL with sentinels)."""
 
 
@@ -247,6 +289,40 @@ SOCKET_TIMEOUT_MARGIN = 2.0
 #: How long to wait for a TCP connection to Valkey, seconds.
 CONNECT_TIMEOUT = 1.0
 
+#: TCP keepalive on every TCP connection to Valkey (Linux socket options):
+#: the first probe after KEEPALIVE_IDLE seconds of silence, then one every
+#: KEEPALIVE_INTERVAL seconds, and the connection is dead after
+#: KEEPALIVE_PROBES unanswered ones. A pooled connection to a server that
+#: vanished without a reset (a killed container, a pulled cable) is so
+#: known dead within about 4 s even while idle, and the pool replaces it
+#: when it is next taken, instead of a command waiting out its socket
+#: timeout on it. Probes are answered by the server's kernel, so a server
+#: that is only slow (frozen, loading, paused) keeps its connections.
+KEEPALIVE_IDLE = 1
+KEEPALIVE_INTERVAL = 1
+KEEPALIVE_PROBES = 3
+
+#: Longest a command's bytes may stay unacknowledged by the server's kernel
+#: before the connection is given up, milliseconds (TCP_USER_TIMEOUT): a
+#: write to a vanished server fails this fast instead of being retransmitted
+#: for minutes. Like the probes, a frozen server's kernel still acknowledges.
+UNACKED_TIMEOUT_MS = 3000
+
+
+def keepalive_options() -> dict:
+    """valkey-py's ``socket_keepalive`` options for a TCP connection (empty
+    where the platform lacks the Linux names)."""
+    wanted = {
+        "TCP_KEEPIDLE": KEEPALIVE_IDLE,
+        "TCP_KEEPINTVL": KEEPALIVE_INTERVAL,
+        "TCP_KEEPCNT": KEEPALIVE_PROBES,
+        "TCP_USER_TIMEOUT": UNACKED_TIMEOUT_MS,
+    }
+    options = {
+        getattr(socket, name): value for name, value in wanted.items() if hasattr(socket, name)
+    }
+    return {"socket_keepalive": True, "socket_keepalive_options": options}
+
 
 def connect(settings: Settings, *, blocking_seconds: float = 0.0) -> valkey.Valkey:
     """Open a client for the primary (a pool, connected lazily).
@@ -263,7 +339,11 @@ def connect(settings: Settings, *, blocking_seconds: float = 0.0) -> valkey.Valk
     SOCKET_TIMEOUT_MARGIN (2 s) longer, so a blocking pop returns ``None`` on
     an empty queue rather than raising ``TimeoutError`` even on a loaded
     machine; a frozen server is noticed within that margin (the API then
-    answers 503), a stopped one at once (connection refused).
+    answers 503), a stopped one at once (connection refused), and one that
+    vanished without a reset by TCP keepalive and TCP_USER_TIMEOUT within
+    seconds (KEEPALIVE_IDLE...), even on a connection idle in the pool.
+    With sentinels, a connection that finds the primary gone closes the
+    pool's idle ones too, so every next command asks the sentinels afresh.
 
     The user is the one in the URL (``valkey://wizard@valkey:6379/0``); its
     password comes from ``settings.valkey_password_file`` when that is set
@@ -286,6 +366,8 @@ def connect(settings: Settings, *, blocking_seconds: float = 0.0) -> valkey.Valk
     password = read_password(settings.valkey_password_file)
     from_url = parse_url(settings.valkey_url)
     kind = from_url.get("connection_class", valkey.Connection)
+    if kind is not valkey.UnixDomainSocketConnection:
+        options.update(keepalive_options())
     if not settings.valkey_sentinels:
         return valkey.Valkey.from_url(
             settings.valkey_url, connection_class=ROLE_AWARE[kind], password=password, **options

@@ -81,6 +81,7 @@ def test_sigkill_of_the_primary_under_load_fails_over_and_counts_what_was_lost(s
         "accepted_before_kill": before_kill,
         "refused_during_failover": chaos.refused - refused_before,
         "complete": len(audit["complete"]),
+        "dead_lettered": len(audit["failed"]),
         "lost": len(audit["lost"]),
         "executed_twice": len(audit["executed_twice"]),
         "failover_seconds": round(failover_seconds, 1),
@@ -88,6 +89,7 @@ def test_sigkill_of_the_primary_under_load_fails_over_and_counts_what_was_lost(s
     }
     RESULTS[f"primary_sigkill_ack_{ack}"] = counts
     assert audit["wrong"] == [], f"wrong results: {audit['wrong'][:3]}"
+    assert counts["dead_lettered"] == 0, counts
     assert counts["complete"] + counts["lost"] == counts["accepted"], counts
     assert counts["refused_during_failover"] > 0, "the API said 503 while there was no primary"
     if ack == "replica":
@@ -98,7 +100,8 @@ def audit_after_failover(chaos) -> dict:
     """Wait until every accepted task that the new primary knows of has
     ended; the ones it does not know of are lost (their hash never reached
     a replica). Returns sets of ids: ``complete``, ``lost``,
-    ``executed_twice`` (a "task complete" log line from two workers: the
+    ``failed`` (dead-lettered: a failover is no fault of a task, so none
+    may be), ``executed_twice`` (a "task complete" log line from two workers: the
     first outcome was written to the dead primary only), and ``wrong``
     (complete with a wrong result)."""
 
@@ -109,8 +112,15 @@ def audit_after_failover(chaos) -> dict:
 
     tasks = wait_for(settled, timeout=90, interval=0.2, what="every known task ends")
     complete = {i for i, t in tasks.items() if t.get("status") == "complete"}
+    failed = {i for i, t in tasks.items() if t and t.get("status") == "failed"}
     lost = {i for i, t in tasks.items() if not t}
     wrong = [i for i in complete if int(tasks[i]["result"]) != chaos.accepted[i]]
     logged = chaos.completions_logged()
     twice = {i for i, n in logged.items() if n > 1 and i in chaos.accepted}
-    return {"complete": complete, "lost": lost, "executed_twice": twice, "wrong": wrong}
+    return {
+        "complete": complete,
+        "failed": failed,
+        "lost": lost,
+        "executed_twice": twice,
+        "wrong": wrong,
+    }

@@ -6,7 +6,9 @@ loaded again there."""
 from __future__ import annotations
 
 import dataclasses
+import os
 import signal
+import socket
 
 import pytest
 import valkey
@@ -163,3 +165,42 @@ def test_a_node_follows_a_failover_without_restarting_and_loses_no_replica_acked
     on_new = admin(new)
     statuses = [on_new.hget(store.task_key(t), "status") for t in before]
     assert statuses == ["complete"] * 5, "every task acked by a replica survived the failover"
+
+
+def test_a_connection_to_valkey_has_tcp_keepalive_and_a_limit_on_unacknowledged_writes(settings):
+    client = store.connect(settings)
+    client.ping()
+    connection = client.connection_pool.get_connection("PING")
+    try:
+        sock = connection._sock
+        assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE) == 1
+        assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE) == store.KEEPALIVE_IDLE
+        timeout_ms = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT)
+        assert timeout_ms == store.UNACKED_TIMEOUT_MS
+    finally:
+        client.connection_pool.release(connection)
+        client.close()
+
+
+def test_one_connection_finding_the_primary_dead_closes_the_idle_ones_of_its_pool(settings, ha):
+    node = as_node(settings, ha.servers[0], valkey_sentinels=tuple(ha.sentinel_addresses))
+    client = store.connect(node)
+    pool = client.connection_pool
+    # Three connections to the primary, then idle in the pool.
+    taken = [pool.get_connection("PING") for _ in range(3)]
+    for connection in taken:
+        pool.release(connection)
+    primary = ha.primary()
+    # Frozen: its kernel still takes the bytes, nothing answers, no reset
+    # comes (as from a killed container): the command waits out its socket
+    # timeout, once.
+    os.kill(primary.pid, signal.SIGSTOP)
+    try:
+        with pytest.raises(valkey.TimeoutError):
+            client.ping()
+        # The other two are not left to wait out theirs, one after another.
+        assert [connection._sock for connection in taken] == [None] * 3
+    finally:
+        os.kill(primary.pid, signal.SIGCONT)
+    assert client.ping()
+    client.close()
