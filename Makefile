@@ -112,7 +112,7 @@ containers-test: install-dev podman
 	$(PY) -m tests.containers.images
 	$(PY) -m pytest tests/containers --ignore=tests/containers/test_ha_profile.py
 
-## containers-test-ha: the compose ha profile under podman (not yet in CI: README)
+## containers-test-ha: the compose ha profile under podman (its own stack, 3-5 min: not in CI, README)
 containers-test-ha: install-dev podman
 	$(PY) -m tests.containers.images
 	$(PY) -m pytest tests/containers/test_ha_profile.py
