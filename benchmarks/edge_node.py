@@ -241,6 +241,8 @@ def by_status(answers: list[tuple[int, float]]) -> str:
         times = [seconds for code, seconds in answers if code == status]
         if status == 503:
             when = f"after p50 {ms(statistics.median(times))} (max {ms(max(times))})"
+        elif f"{min(times):.1f}" == f"{max(times):.1f}":
+            when = f"after {max(times):.1f} s"
         else:
             when = f"after {min(times):.1f} to {max(times):.1f} s"
         parts.append(f"{len(times)} × {status} {when}")
