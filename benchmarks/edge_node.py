@@ -8,12 +8,17 @@ Run from the repository root (``make edge-figures``)::
 Two local clusters (real Valkey, nodes and nginx on 127.0.0.1), one after
 the other, each stopped by PID before the next starts:
 
-1. *limits*: three nodes without workers (nothing drains the queue), the
-   rate limit on (``WIZARD_RATE_LIMIT=0.01``, bursts of 20: one window lasts
-   the whole run), ``WIZARD_MAX_PENDING=2000``, the demo's 2 s of work per
-   ``/add`` and 4 sync slots of 8 threads. Measured: two clients' budgets,
-   health latency under 200 concurrent ``/add``, and a Valkey fill attempt.
-2. *fuzz*: the fuzz suite's cluster and run (tests/fuzz), for its counts.
+1. *limits*: two nodes (one per core of a 2-core machine) without workers
+   (nothing drains the queue), the rate limit on (``WIZARD_RATE_LIMIT=0.01``,
+   bursts of 20: one window lasts the whole run), ``WIZARD_MAX_PENDING=2000``,
+   the demo's 2 s of CPU work per ``/add``, and the default sync slots,
+   threads and switch interval. Measured: two clients' budgets, health
+   latency under 200 concurrent ``/add`` (every status they got, and when),
+   and a Valkey fill attempt.
+2. *remedies*: the same flood on clusters with the settings the defaults
+   replaced (4 sync slots, Python's 5 ms switch interval), one change at a
+   time (:data:`VARIANTS`): /healthz latency during each.
+3. *fuzz*: the fuzz suite's cluster and run (tests/fuzz), for its counts.
 
 Clients are distinct source addresses (127.0.0.2, 127.0.1.7, ...): every
 127.x address is this machine, so nginx and the nodes see real, different
@@ -28,17 +33,20 @@ import os
 import re
 import statistics
 import tempfile
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import valkey
+import yaml
 
 from tests.fuzz.fuzzer import fuzz
-from tests.fuzz.test_fuzz import ADMIN_TOKEN, EXAMPLES, SECONDS
+from tests.fuzz.test_fuzz import ADMIN_TOKEN, EXAMPLES, SECONDS, fuzz_cluster
 from tests.support import request_from
 from wizard import store
 from wizard.cluster import ROOT, LocalCluster, free_port
+from wizard.config import Settings
 
 DOC = ROOT / "docs" / "edge.md"
 START, END = "<!-- node-figures:start -->", "<!-- node-figures:end -->"
@@ -46,27 +54,49 @@ START, END = "<!-- node-figures:start -->", "<!-- node-figures:end -->"
 BURST = 20
 MAX_PENDING = 2000
 FLOOD = 200
+#: Nodes of the flood's clusters: one per core of a 2-core machine, as a
+#: deployment gives each node a core (compose: ``cpus: "1.0"``).
+NODES = 2
+#: CPU seconds of one addition: the demo's (compose, Kubernetes).
+WORK_SECONDS = 2.0
+#: Longest a flood may last, seconds.
+FLOOD_TIMEOUT = 120
+#: (sync slots, switch interval in seconds) of the comparison floods: the
+#: defaults before (4 slots, Python's 5 ms), one change at a time, and both
+#: (today's defaults), each measured the same way.
+VARIANTS = ((4, 0.005), (2, 0.005), (4, 0.001), (2, 0.001))
 PROBES = ("/healthz", "/readyz", "/metrics", "/whoami")
 FORM = {"Content-Type": "application/x-www-form-urlencoded"}
+
+
+def health_check_timeout() -> float:
+    """The shortest ``timeoutSeconds`` of the app's liveness and readiness
+    probes in ops/k8s/app-deployment.yaml, seconds (compose's is the same
+    2 s); a health check that takes longer counts as failed."""
+    manifest = yaml.safe_load((ROOT / "ops" / "k8s" / "app-deployment.yaml").read_text())
+    (container,) = manifest["spec"]["template"]["spec"]["containers"]
+    return min(float(container[probe]["timeoutSeconds"]) for probe in PROBE_KINDS)
+
+
+PROBE_KINDS = ("livenessProbe", "readinessProbe")
+HEALTH_CHECK_TIMEOUT = health_check_timeout()
 
 
 def limits_cluster(var_dir: Path) -> LocalCluster:
     """Cluster 1 (see the module docstring)."""
     return LocalCluster(
         gateway_port=free_port(),
-        nodes=3,
+        nodes=NODES,
         workers=0,
         var_dir=var_dir,
         # The node's own limits are measured: nginx's per-address limits
         # would refuse the probes first (docs/edge.md has the gateway's).
         gateway_limits=False,
         node_env={
-            "WIZARD_WORK_SECONDS": "2",
+            "WIZARD_WORK_SECONDS": str(WORK_SECONDS),
             "WIZARD_RATE_LIMIT": "0.01",
             "WIZARD_RATE_BURST": str(BURST),
             "WIZARD_MAX_PENDING": str(MAX_PENDING),
-            "WIZARD_THREADS": "8",
-            "WIZARD_SYNC_SLOTS": "4",
             "WIZARD_LOG_LEVEL": "warning",
         },
     )
@@ -99,44 +129,85 @@ def percentile(values: list[float], fraction: float) -> float:
 
 
 def flood(cluster: LocalCluster) -> list[str]:
-    """Health latency, idle then under 200 concurrent GET /add. The flood
-    runs in its own process (:func:`send_flood`), so the probes here do not
-    wait for the flood's threads to let go of the interpreter lock."""
+    """Health latency, idle then under 200 concurrent GET /add."""
     idle = [timed_probe(cluster.url, "/healthz") for _ in range(100)]
-    timings: dict[str, list[float]] = {path: [] for path in PROBES}
-    sources = [f"127.0.1.{n}" for n in range(1, FLOOD // 2 + 1)] * 2
-    context = multiprocessing.get_context("spawn")
-    started, results = context.Event(), context.Queue()
-    flooder = context.Process(target=send_flood, args=(cluster.url, sources, started, results))
-    flooder.start()
-    try:
-        if not started.wait(timeout=60):
-            raise SystemExit("the flood process did not start")
-        deadline = time.monotonic() + 120
-        while results.empty() and time.monotonic() < deadline:
-            for path in PROBES:
-                timings[path].append(timed_probe(cluster.url, path))
-        answers, lasted = results.get(timeout=120)
-    finally:
-        flooder.join(timeout=60)
-    statuses = [status for status, _ in answers]
+    answers, lasted, timings = flood_and_probe(cluster.url, PROBES)
+    defaults = Settings()
     rows = [
         f"| `/healthz` idle, 100 requests | p50 {ms(statistics.median(idle))}, "
         f"p99 {ms(percentile(idle, 0.99))} |",
-        f"| {FLOOD} concurrent `GET /add` (2 s of work each) through the gateway | "
-        f"{statuses.count(200)} answered 200, {statuses.count(503)} answered 503 "
-        f"(client-side p50 {ms(statistics.median(t for s, t in answers if s == 503))}), "
-        f"other: {len(statuses) - statuses.count(200) - statuses.count(503)}; "
-        f"flood over in {lasted:.1f} s |",
+        f"| {FLOOD} concurrent `GET /add` ({WORK_SECONDS:g} s of CPU work each) through "
+        f"the gateway to {NODES} nodes of {defaults.sync_slots} sync slots "
+        f"(the defaults) | {by_status(answers)}; flood over in {lasted:.1f} s |",
     ]
     for path in PROBES:
-        values = timings[path]
+        rows.append(f"| `{path}` during the flood | {latencies(timings[path])} |")
+    return rows
+
+
+def remedies(var_dir: Path) -> list[str]:
+    """The same flood with the settings the defaults replaced, one cluster
+    each (:data:`VARIANTS`): /healthz during it, and what the additions got."""
+    rows = []
+    for slots, interval in VARIANTS:
+        cluster = LocalCluster(
+            gateway_port=free_port(),
+            nodes=NODES,
+            workers=0,
+            var_dir=var_dir / f"slots-{slots}-switch-{interval}",
+            gateway_limits=False,
+            node_env={
+                "WIZARD_WORK_SECONDS": str(WORK_SECONDS),
+                "WIZARD_SYNC_SLOTS": str(slots),
+                "WIZARD_SWITCH_INTERVAL": str(interval),
+                "WIZARD_LOG_LEVEL": "warning",
+            },
+        )
+        with cluster:
+            answers, _, timings = flood_and_probe(cluster.url, ("/healthz",))
         rows.append(
-            f"| `{path}` during the flood, {len(values)} requests | "
-            f"p50 {ms(statistics.median(values))}, p99 {ms(percentile(values, 0.99))}, "
-            f"max {ms(max(values))} |"
+            f"| the same flood, {slots} sync slots, switch interval {interval * 1000:g} ms: "
+            f"`/healthz` | {latencies(timings['/healthz'])}; the additions: "
+            f"{by_status(answers)} |"
         )
     return rows
+
+
+def flood_and_probe(url: str, paths: tuple[str, ...]):
+    """Send the flood from its own process (:func:`send_flood`), so the
+    probes here do not wait for the flood's threads to let go of the
+    interpreter lock, and probe each of ``paths`` from its own thread, one
+    request after the other, until the flood is over. Returns the flood's
+    ``[(status, seconds)...]``, how long it lasted, seconds, and each path's
+    latencies, seconds."""
+    sources = [f"127.0.1.{n}" for n in range(1, FLOOD // 2 + 1)] * 2
+    context = multiprocessing.get_context("spawn")
+    started, results = context.Event(), context.Queue()
+    flooder = context.Process(target=send_flood, args=(url, sources, started, results))
+    flooder.start()
+    over = threading.Event()
+    try:
+        if not started.wait(timeout=60):
+            raise SystemExit("the flood process did not start")
+        with ThreadPoolExecutor(max_workers=len(paths)) as pool:
+            probing = {path: pool.submit(probe_until, url, path, over) for path in paths}
+            answers, lasted = results.get(timeout=FLOOD_TIMEOUT)
+            over.set()
+            timings = {path: future.result() for path, future in probing.items()}
+    finally:
+        over.set()
+        flooder.join(timeout=60)
+    return answers, lasted, timings
+
+
+def probe_until(url: str, path: str, over: threading.Event) -> list[float]:
+    """Latencies of ``path``, one request after the other until ``over``
+    is set (at most FLOOD_TIMEOUT seconds)."""
+    deadline = time.monotonic() + FLOOD_TIMEOUT
+    values = []
+    while not over.is_set() and time.monotonic() < deadline:
+        values.append(timed_probe(url, path))
+    return values
 
 
 def send_flood(url: str, sources: list[str], started, results) -> None:
@@ -160,6 +231,33 @@ def add(url: str, source: str) -> tuple[int, float]:
     started = time.perf_counter()
     answer = request_from(source, url, "GET", "/add?a=1&b=2", timeout=60)
     return answer.status, time.perf_counter() - started
+
+
+def by_status(answers: list[tuple[int, float]]) -> str:
+    """Every status of ``answers`` with its count and when it came, e.g.
+    "4 × 200 after 4.1 to 4.4 s, 196 × 503 after p50 12.0 ms (max 90.1 ms)"."""
+    parts = []
+    for status in sorted({status for status, _ in answers}):
+        times = [seconds for code, seconds in answers if code == status]
+        if status == 503:
+            when = f"after p50 {ms(statistics.median(times))} (max {ms(max(times))})"
+        elif f"{min(times):.1f}" == f"{max(times):.1f}":
+            when = f"after {max(times):.1f} s"
+        else:
+            when = f"after {min(times):.1f} to {max(times):.1f} s"
+        parts.append(f"{len(times)} × {status} {when}")
+    return ", ".join(parts)
+
+
+def latencies(values: list[float]) -> str:
+    """Count, p50, p99 and max of ``values``, and the max as a share of the
+    health checks' timeout."""
+    return (
+        f"{len(values)} requests: p50 {ms(statistics.median(values))}, "
+        f"p99 {ms(percentile(values, 0.99))}, max {ms(max(values))} "
+        f"({100 * max(values) / HEALTH_CHECK_TIMEOUT:.0f} % of the "
+        f"{HEALTH_CHECK_TIMEOUT:g} s health-check timeout)"
+    )
 
 
 def ms(seconds: float) -> str:
@@ -197,21 +295,9 @@ def mb(count) -> str:
 
 
 def fuzzing(var_dir: Path) -> list[str]:
-    """The fuzz suite's run, on the fuzz suite's cluster settings."""
-    cluster = LocalCluster(
-        gateway_port=free_port(),
-        nodes=2,
-        workers=1,
-        var_dir=var_dir,
-        node_env={
-            "WIZARD_WORK_SECONDS": "0",
-            "WIZARD_ADMIN_TOKEN": ADMIN_TOKEN,
-            "WIZARD_RATE_LIMIT": "200",
-            "WIZARD_RATE_BURST": "400",
-            "WIZARD_LOG_LEVEL": "warning",
-        },
-    )
-    with cluster:
+    """The fuzz suite's run, on the fuzz suite's cluster (no per-address
+    limits at the gateway: the app is fuzzed, not the rate limiter)."""
+    with fuzz_cluster(var_dir, WIZARD_LOG_LEVEL="warning") as cluster:
         report = fuzz(cluster.url, examples=EXAMPLES, seconds=SECONDS, admin_token=ADMIN_TOKEN)
     by_status = ", ".join(f"{code}: {count}" for code, count in sorted(report.statuses.items()))
     return [
@@ -233,6 +319,7 @@ def measure() -> str:
                 rows = budgets(cluster, db) + flood(cluster) + fill(cluster, db)
             finally:
                 db.close()
+        rows += remedies(Path(scratch) / "remedies")
         rows += fuzzing(Path(scratch) / "fuzz")
     header = ["| what | measured |", "| --- | --- |"]
     stamp = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())

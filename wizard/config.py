@@ -283,8 +283,16 @@ class Settings:
     max_pending: int = 10000
     #: Request threads that may do synchronous work (GET /add) at once; must
     #: be fewer than ``threads`` so health checks always find a free thread.
-    #: Past it /add answers 503 at once (``WIZARD_SYNC_SLOTS``).
-    sync_slots: int = 4
+    #: Past it /add answers 503 at once (``WIZARD_SYNC_SLOTS``). The work holds
+    #: the interpreter lock, so N at once take about N x ``work_seconds`` each
+    #: on the API's one core: 2 x 2 s leaves the gateway's 8 s read timeout
+    #: for /add twice the time it needs, and adds no throughput below it.
+    sync_slots: int = 2
+    #: How long a thread of the API process may hold the interpreter lock
+    #: while another waits for it, seconds (``WIZARD_SWITCH_INTERVAL``; Python's
+    #: ``sys.setswitchinterval``, whose own default is 0.005). Shorter lets a
+    #: health check in sooner between the turns of CPU-bound /add threads.
+    switch_interval: float = 0.001
     #: Tasks a worker takes in one round trip and records in the next
     #: (``WIZARD_BATCH``): more throughput, but a dead worker's whole batch
     #: waits out its lease, and the last task of a batch starts later.
@@ -325,6 +333,7 @@ class Settings:
             "trusted_proxies": ("WIZARD_TRUSTED_PROXIES", _networks),
             "max_pending": ("WIZARD_MAX_PENDING", _integer(1, 10_000_000)),
             "sync_slots": ("WIZARD_SYNC_SLOTS", _integer(1, 255)),
+            "switch_interval": ("WIZARD_SWITCH_INTERVAL", _seconds(0.0001, 0.1)),
             "batch": ("WIZARD_BATCH", _integer(1, 1000)),
         }
 

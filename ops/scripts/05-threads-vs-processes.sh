@@ -9,7 +9,9 @@
 #   ops/scripts/05-threads-vs-processes.sh        N=3 ops/scripts/05-threads-vs-processes.sh
 #
 # Needs N idle workers (make lab starts 3) and, for the processes to show
-# their speed, N free cores: N=2 on a 2-core laptop.
+# their speed, N free cores: N=2 on a 2-core laptop. A node runs at most
+# WIZARD_SYNC_SLOTS (2) synchronous /add at once and refuses more with a 503:
+# for N=3, start the lab with WIZARD_SYNC_SLOTS=3 make lab.
 set -euo pipefail
 # shellcheck source=common.bash
 source "$(dirname "$0")/common.bash"

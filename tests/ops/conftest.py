@@ -4,6 +4,7 @@ Valkey, three nodes, nginx) shared by the tests of this folder."""
 
 from __future__ import annotations
 
+import re
 import subprocess
 from pathlib import Path
 
@@ -30,6 +31,21 @@ NODE_ENV = {
     "WIZARD_GRACE_SECONDS": "2",
     "WIZARD_ADMIN_TOKEN": ADMIN_TOKEN,
 }
+
+
+def add_read_timeout() -> float:
+    """Seconds the gateway waits for a node's answer to ``GET /add``
+    (``proxy_read_timeout`` of ``location = /add`` in wizard-locations.conf)."""
+    locations = (OPS / "nginx" / "wizard-locations.conf").read_text()
+    block = re.search(r"location = /add \{(.*?)\}", locations, re.S).group(1)
+    return float(re.search(r"proxy_read_timeout\s+(\d+)s;", block).group(1))
+
+
+def sync_work_fits_the_gateway(settings) -> bool:
+    """True if a node with all its sync slots busy answers each ``/add`` in
+    half the gateway's /add timeout: the slots' threads share one core (the
+    interpreter lock), so each takes ``sync_slots`` x ``work_seconds``."""
+    return settings.sync_slots * settings.work_seconds * 2 <= add_read_timeout()
 
 
 @pytest.fixture(scope="session")

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.ops.conftest import OPS, ROOT
+from tests.ops.conftest import OPS, ROOT, sync_work_fits_the_gateway
 from wizard.config import Settings
 from wizard.supervisor import KILL_MARGIN
 
@@ -328,7 +328,13 @@ def test_the_deployment_guide_explains_each_file_the_user_brings():
 
 
 def test_the_nodes_limit_each_client_and_bound_the_queue_and_sync_work(services):
-    limits = ("WIZARD_RATE_LIMIT", "WIZARD_RATE_BURST", "WIZARD_MAX_PENDING", "WIZARD_SYNC_SLOTS")
+    limits = (
+        "WIZARD_RATE_LIMIT",
+        "WIZARD_RATE_BURST",
+        "WIZARD_MAX_PENDING",
+        "WIZARD_SYNC_SLOTS",
+        "WIZARD_WORK_SECONDS",
+    )
     environment = {
         name: value for name, value in services["app"]["environment"].items() if name in limits
     }
@@ -337,6 +343,7 @@ def test_the_nodes_limit_each_client_and_bound_the_queue_and_sync_work(services)
     assert settings.rate_limit > 0 and settings.rate_burst >= 1
     assert settings.max_pending <= 100_000
     assert settings.sync_slots < settings.threads
+    assert sync_work_fits_the_gateway(settings), (settings.sync_slots, settings.work_seconds)
 
 
 # --- the ha profile: `make up HA=1` -------------------------------------------

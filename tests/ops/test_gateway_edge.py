@@ -22,10 +22,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.ops.conftest import OPS, ROOT
+from tests.ops.conftest import OPS, ROOT, add_read_timeout, sync_work_fits_the_gateway
 from tests.ops.test_nginx import free_listen_ports, replace
 from tests.support import wait_for
 from wizard.cluster import LocalCluster, free_port
+from wizard.config import Settings
 
 NGINX = OPS / "nginx"
 
@@ -144,6 +145,11 @@ def test_a_timed_out_add_is_never_sent_to_another_node_and_a_post_task_waits_bri
     for line in directive(http, "proxy_next_upstream"):
         assert "non_idempotent" not in line
     assert directive(http, "proxy_connect_timeout") == ["1s"]
+
+
+def test_a_node_with_default_settings_answers_a_full_load_of_sync_adds_in_half_the_timeout():
+    assert add_read_timeout() == 8
+    assert sync_work_fits_the_gateway(Settings())
 
 
 def test_while_replicas_change_a_request_goes_on_to_a_live_node():

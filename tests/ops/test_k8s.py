@@ -13,7 +13,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from tests.ops.conftest import OPS, ROOT
+from tests.ops.conftest import OPS, ROOT, sync_work_fits_the_gateway
 from wizard.api import make_app
 from wizard.config import Settings
 from wizard.router import MethodNotAllowed, NotFound
@@ -314,10 +314,17 @@ def test_the_app_has_a_disruption_budget_and_an_autoscaler_over_its_deployment(o
 def test_the_nodes_limit_each_client_and_bound_the_queue_and_sync_work(objects):
     (container,) = workload(objects, "app")["spec"]["template"]["spec"]["containers"]
     plain = {item["name"]: item["value"] for item in container["env"] if "value" in item}
-    limits = ("WIZARD_RATE_LIMIT", "WIZARD_RATE_BURST", "WIZARD_MAX_PENDING", "WIZARD_SYNC_SLOTS")
+    limits = (
+        "WIZARD_RATE_LIMIT",
+        "WIZARD_RATE_BURST",
+        "WIZARD_MAX_PENDING",
+        "WIZARD_SYNC_SLOTS",
+        "WIZARD_WORK_SECONDS",
+    )
     environment = {name: value for name, value in plain.items() if name in limits}
     settings = Settings.from_env(environment)
 
     assert settings.rate_limit > 0 and settings.rate_burst >= 1
     assert settings.max_pending <= 100_000
     assert settings.sync_slots < settings.threads
+    assert sync_work_fits_the_gateway(settings), (settings.sync_slots, settings.work_seconds)

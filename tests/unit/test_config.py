@@ -98,6 +98,7 @@ def test_the_node_id_defaults_to_this_machines_hostname():
         ("WIZARD_TRUSTED_PROXIES", "", "trusted_proxies", ""),
         ("WIZARD_MAX_PENDING", "500", "max_pending", 500),
         ("WIZARD_SYNC_SLOTS", "7", "sync_slots", 7),
+        ("WIZARD_SWITCH_INTERVAL", "0.0005", "switch_interval", 0.0005),
     ],
 )
 def test_each_variable_is_parsed_into_its_setting(variable, raw, field, expected):
@@ -152,6 +153,8 @@ def test_each_variable_is_parsed_into_its_setting(variable, raw, field, expected
         ("WIZARD_MAX_PENDING", "0"),
         ("WIZARD_SYNC_SLOTS", "0"),
         ("WIZARD_SYNC_SLOTS", "8"),
+        ("WIZARD_SWITCH_INTERVAL", "0"),
+        ("WIZARD_SWITCH_INTERVAL", "1"),
     ],
 )
 def test_an_invalid_value_raises_config_error_naming_the_variable(variable, raw):
