@@ -217,6 +217,11 @@ def test_every_process_is_in_the_banner_in_cluster_and_named_in_ps(lab):
     output = lab.output()
     assert f"pid {processes['nginx']['pid']}" in output
     assert f"pid {processes['valkey']['pid']}" in output
+    # valkey-server itself, not the keeper it runs under (a kill -9 of the
+    # keeper would only SIGTERM Valkey: a clean shutdown, nothing to replay).
+    valkey_pid = processes["valkey"]["pid"]
+    assert Path(f"/proc/{valkey_pid}/comm").read_text().strip() == "valkey-server"
+    assert re.search(rf"^  valkey +\S+ +pid {valkey_pid} +\(its keeper: pid \d+\)$", output, re.M)
     for name in names - {"nginx", "valkey"}:
         node, _, part = name.partition("/")
         role = "worker w1" if part == "w1" else part
@@ -366,3 +371,8 @@ def test_07_after_killing_a_worker_a_node_nginx_and_valkey_nothing_is_lost(lab):
     console = lab.output()
     for name in ("node-2", "nginx", "valkey"):
         assert re.search(rf"^{name} restarted: pid \d+ \(was \d+\)$", console, re.M), name
+    # The killed Valkey was given no chance to save: SIGKILL, no shutdown.
+    killed = re.search(r"killed valkey \(pid (\d+)\)", output).group(1)
+    valkey_log = (lab.var_dir / "logs" / "valkey.log").read_text()
+    assert f"{killed}:M" in valkey_log, "the pid lab 7 killed is the server's"
+    assert f"{killed}:signal-handler" not in valkey_log, "it was SIGTERMed, not killed"
