@@ -185,6 +185,23 @@ def test_no_script_quits_a_pipe_early():
         assert not re.search(r"\|\s*grep\s+-\w*q", code), path.name
 
 
+@pytest.mark.parametrize("target", ["run", "lab"])
+def test_make_run_and_make_lab_take_the_same_port_size_and_folder(target):
+    # make lab VAR=var2 ran in var/ (beside the cluster using it) before.
+    variables = ["PORT=8123", "NODES=2", "WORKERS=2", "VAR=var-lab-2"]
+    result = subprocess.run(
+        ["make", "--no-print-directory", "-n", target, *variables],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    (command,) = [line for line in result.stdout.splitlines() if " -m wizard up " in line]
+    assert "--port 8123 --nodes 2 --workers 2" in command
+    assert command.endswith("--var-dir var-lab-2")
+
+
 def test_shellcheck_finds_nothing_in_the_scripts():
     paths = [*map(str, SCRIPT_PATHS), str(SCRIPTS / "common.bash")]
     result = subprocess.run(
