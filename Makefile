@@ -60,7 +60,7 @@ run: install-local
 ## lab: make run in lab mode for ops/scripts/ and docs/walkthrough.md: chaos
 ## operation, an admin token (printed), rate limits on, short leases
 lab: install-local
-	$(PY) -m wizard up --lab --port $(PORT) --nodes $(NODES) --workers $(WORKERS)
+	$(PY) -m wizard up --lab --port $(PORT) --nodes $(NODES) --workers $(WORKERS) --var-dir $(VAR)
 
 ## chromium: Debian's Chromium for the browser tests, installed if missing
 chromium:

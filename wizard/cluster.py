@@ -105,6 +105,11 @@ class EmbeddedValkey(ValkeyServer):
         #: should the launcher die, waits up to this many seconds for the
         #: nodes to stop before stopping Valkey. None: Valkey is the part.
         self.keeper_wait: float | None = None
+        #: valkey-server's own PID once started: under a keeper, :attr:`pid`
+        #: is the keeper's, and a kill -9 of the keeper only SIGTERMs Valkey
+        #: (a clean shutdown that saves everything), so the banner and
+        #: /cluster name this one, the process a kill -9 really tests.
+        self.server_pid: int | None = None
 
     def start(self) -> None:
         """Start the server (under its keeper, with ``keeper_wait``) and wait
@@ -118,6 +123,17 @@ class EmbeddedValkey(ValkeyServer):
             keeper = [sys.executable, "-m", "wizard.keeper", "--launcher", str(os.getpid())]
             self.argv = [*keeper, "--wait", f"{self.keeper_wait:g}", "--", *self.server_argv]
         super().start()
+        self.server_pid = self._own_pid()
+
+    def _own_pid(self) -> int | None:
+        """valkey-server's PID, as it reports it (``INFO server``'s
+        ``process_id``); the part's own PID if it cannot be asked."""
+        info = self.ask("INFO", "server", timeout=2)
+        if not isinstance(info, dict):
+            # It answered PING a moment ago and is gone again: the watcher
+            # restarts it; until then the part's pid stands in.
+            return self.pid
+        return int(info["process_id"])
 
 
 class LocalCluster:
@@ -254,7 +270,7 @@ class LocalCluster:
             # the nodes at the same moment: the keeper waits for them first.
             self.valkey.keeper_wait = self._node_stop_seconds()
         self.valkey.start()
-        self.record_process("valkey", self.valkey.pid, "valkey")
+        self.record_process("valkey", self.valkey.server_pid, "valkey")
 
     def record_process(self, name: str, pid: int | None, role: str) -> None:
         """Record a part the launcher alone knows (nginx, Valkey) in the
@@ -466,7 +482,7 @@ http {{
             # of a bigger one would linger in /cluster), keep this Valkey.
             self._forget_processes()
             if self.valkey is not None:
-                self.record_process("valkey", self.valkey.pid, "valkey")
+                self.record_process("valkey", self.valkey.server_pid, "valkey")
             self.write_cluster_file()
             for name in self.node_ports:
                 self.start_node(name)
@@ -664,8 +680,10 @@ def _watch(cluster: LocalCluster, terminal: Terminal) -> None:
         before = part.pid
         try:
             if part is cluster.valkey:
+                # Named by valkey-server's pid, as in the banner and /cluster.
+                before = cluster.valkey.server_pid
                 cluster.start_valkey()
-                now = cluster.valkey.pid
+                now = cluster.valkey.server_pid
             elif cluster.ha is not None and part in cluster.ha.parts():
                 # A server comes back from its AOF; the sentinels make it a
                 # replica of whoever is primary now.
@@ -739,7 +757,11 @@ def _banner(cluster: LocalCluster, titles: dict[str, int], lab_lines: list[str])
         sentinels = ",".join(cluster.ha.sentinel_addresses)
         lines.append(f"  sentinels           {sentinels}   (primary: GET /cluster)")
     elif cluster.valkey is not None:
-        lines.append(f"  valkey              {cluster.valkey_url}   pid {cluster.valkey.pid}")
+        server = cluster.valkey
+        line = f"  valkey              {cluster.valkey_url}   pid {server.server_pid}"
+        if server.server_pid != server.pid:
+            line += f"   (its keeper: pid {server.pid})"
+        lines.append(line)
     else:
         lines.append(f"  valkey              {cluster.valkey_url}   (yours: VALKEY_URL)")
     for name in cluster.node_ports:

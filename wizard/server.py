@@ -11,6 +11,10 @@ edge between the cluster and its clients:
   address or ``*``, not the list of networks ``WIZARD_TRUSTED_PROXIES`` is).
 - Request line and headers may take :data:`MAX_HEADER_BYTES` (16 KiB), not
   waitress's 256 KiB: a 20 KB header is refused, as at the gateway.
+- A body may take the API's own limit (``router.MAX_BODY_BYTES``, 16 KiB),
+  not waitress's 1 GiB: a longer one is refused before it is read (a
+  ``Content-Length`` over it at once, a chunked body as it passes it), with
+  the same 413 problem document the API and the gateway give.
 - A request waitress cannot even parse (a control byte in a header value,
   bad chunked framing, headers over that limit) never reaches the app, and
   waitress answers it itself in ``text/plain``. Here its error task is
@@ -51,7 +55,7 @@ from waitress.task import ErrorTask
 from . import faults, logs, proctitle
 from .config import Settings
 from .loop import run_steps
-from .router import PROBLEM_BASE
+from .router import MAX_BODY_BYTES, PROBLEM_BASE, PayloadTooLarge
 
 log = logging.getLogger(__name__)
 
@@ -131,6 +135,9 @@ def create(app, settings: Settings) -> BaseWSGIServer:
         ident="wizard",
         channel_timeout=CHANNEL_TIMEOUT,
         max_request_header_size=MAX_HEADER_BYTES,
+        # waitress refuses a body of max_request_body_size bytes or more;
+        # the API takes one of MAX_BODY_BYTES.
+        max_request_body_size=MAX_BODY_BYTES + 1,
         # Leave X-Forwarded-For to wizard.identity (see the module docstring);
         # waitress would otherwise delete it from every peer, making every
         # client behind nginx one client.
@@ -158,29 +165,38 @@ class ProblemErrorTask(ErrorTask):
         """Write the problem document and close the connection (the rest of
         the bytes on it cannot be trusted to start a request)."""
         error = self.request.error
-        slug = error.reason.lower().replace(" ", "-")
-        detail = (
-            f"the node could not read this request ({error.body}); "
-            "send a well-formed HTTP/1.1 request with printable header values"
-        )
-        if error.code == HTTPStatus.REQUEST_HEADER_FIELDS_TOO_LARGE:
-            # The same problem type as the gateway's 431.
-            slug = "headers-too-large"
-            detail = (
-                f"the request line and headers are too large (at most "
-                f"{MAX_HEADER_BYTES // 1024} KiB in all); send fewer or shorter headers"
-            )
-        body = json.dumps(
-            {
-                "type": PROBLEM_BASE + slug,
-                "title": error.reason,
-                "status": error.code,
-                "detail": detail,
-                "handled_by": self.node_id,
-            }
-        ).encode()
+        body = problem_body(error.code, error.reason, error.body, self.node_id)
         self.status = f"{error.code} {error.reason}"
         self.response_headers.append(("Content-Type", "application/problem+json"))
         self.set_close_on_finish()
         self.content_length = len(body)
         self.write(body)
+
+
+def problem_body(code: int, reason: str, explanation: str, node_id: str) -> bytes:
+    """The problem document (RFC 9457) answering a request waitress refused
+    with status ``code`` (its ``reason`` phrase and its ``explanation``),
+    as compact JSON ending in a newline, like every answer of the API.
+
+    A body over the limit (413) and headers over theirs (431) get the same
+    problem type, title and detail as the API's and the gateway's own.
+    """
+    problem = {
+        "type": PROBLEM_BASE + reason.lower().replace(" ", "-"),
+        "title": reason,
+        "status": code,
+        "detail": (
+            f"the node could not read this request ({explanation}); "
+            "send a well-formed HTTP/1.1 request with printable header values"
+        ),
+    }
+    if code == HTTPStatus.REQUEST_ENTITY_TOO_LARGE:
+        problem = PayloadTooLarge(f"the body may be at most {MAX_BODY_BYTES} bytes").problem()
+    if code == HTTPStatus.REQUEST_HEADER_FIELDS_TOO_LARGE:
+        problem["type"] = PROBLEM_BASE + "headers-too-large"
+        problem["detail"] = (
+            f"the request line and headers are too large (at most "
+            f"{MAX_HEADER_BYTES // 1024} KiB in all); send fewer or shorter headers"
+        )
+    problem["handled_by"] = node_id
+    return json.dumps(problem, separators=(",", ":")).encode() + b"\n"

@@ -6,6 +6,8 @@
 #   ops/scripts/01-whoami-round-robin.sh          (BASE_URL=http://127.0.0.1:8080)
 #   BASE_URL=http://localhost ops/scripts/01-whoami-round-robin.sh   (docker compose)
 set -euo pipefail
+# shellcheck source=common.bash
+source "$(dirname "$0")/common.bash"
 
 BASE_URL="${BASE_URL:-http://127.0.0.1:8080}"
 CALLS="${CALLS:-6}"

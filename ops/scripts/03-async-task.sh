@@ -8,6 +8,8 @@
 #
 #   ops/scripts/03-async-task.sh       A=1 B=0 OP=divide ops/scripts/03-async-task.sh
 set -euo pipefail
+# shellcheck source=common.bash
+source "$(dirname "$0")/common.bash"
 
 BASE_URL="${BASE_URL:-http://127.0.0.1:8080}"
 A="${A:-6}"

@@ -34,7 +34,9 @@ lossy_node=$!
 trap 'kill -TERM "${lossy_node}" 2>/dev/null; wait "${lossy_node}" 2>/dev/null || true' EXIT
 
 deadline=$((SECONDS + TIMEOUT_SECONDS))
-until alive_workers | grep -qx 'lossy/w1'; do
+# grep reads every line (no -q): quitting at the first match would close the
+# pipe while alive_workers' python still writes, a BrokenPipeError traceback.
+until alive_workers | grep -x 'lossy/w1' >/dev/null; do
   ((SECONDS < deadline)) || fail "node lossy did not start; see ${VAR_DIR}/logs/lossy.log"
   sleep 0.3
 done

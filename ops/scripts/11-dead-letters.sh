@@ -36,6 +36,7 @@ for letter in json.load(sys.stdin)["dead_letters"]:
   fail "task $1 was not dead-lettered after ${TIMEOUT_SECONDS} s (chaos operations on?)"
 }
 
+wait_queue_drained
 task="$(submit 'a=1&b=2&operation=crash' | json task_id)"
 echo "queued a poison task ${task} (operation=crash); waiting for it to be dead-lettered ..."
 letter="$(wait_dead "${task}")"

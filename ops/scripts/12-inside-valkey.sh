@@ -13,6 +13,7 @@ source "$(dirname "$0")/common.bash"
 
 BASE_URL="${BASE_URL:-http://127.0.0.1:8080}"
 
+wait_queue_drained
 count=$(($(alive_workers | wc -l) + 2))
 # All from one curl (one connection), so they arrive faster than the workers
 # take them; each 202's Location header is /tasks/<id>/status.
@@ -31,7 +32,8 @@ for id in "${ids[@]}"; do
   places="$(grep -c "${id}" <<<"${lists}" || true)"
   status="$(curl -sS --fail-with-body "${BASE_URL}/tasks/${id}/status" | json status)"
   where="finished"
-  if [[ "${places}" == 1 ]]; then where="$(grep "${id}" <<<"${lists}" | cut -d ' ' -f 1-3)"; fi
+  # The list's name: the line's first word, without its colon.
+  if [[ "${places}" == 1 ]]; then where="$(grep "${id}" <<<"${lists}" | sed -E 's/^ *//; s/( \(|: ).*//')"; fi
   echo "  ${id}: in ${places} list(s): ${where}"
   ((places <= 1)) || fail "task ${id} is in two places at once"
   if [[ "${places}" == 0 && "${status}" == pending ]]; then

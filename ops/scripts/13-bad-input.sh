@@ -6,6 +6,8 @@
 #
 #   ops/scripts/13-bad-input.sh
 set -euo pipefail
+# shellcheck source=common.bash
+source "$(dirname "$0")/common.bash"
 
 BASE_URL="${BASE_URL:-http://127.0.0.1:8080}"
 body_file="$(mktemp)"

@@ -5,10 +5,18 @@
 #   VAR_DIR  the local cluster's folder (default var/): cluster.json, logs/,
 #            secrets/admin-token, written by `make run` / `make lab`
 #   PYTHON   the project's Python, for `python -m wizard inspect` and node
+#   BASE_URL the gateway; when unset, the one of the local cluster in
+#            VAR_DIR (its cluster.json), so the labs talk to the cluster
+#            whose PIDs they read and kill even when it runs on another
+#            port (make lab PORT=8081); each script falls back to :8080
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 VAR_DIR="${VAR_DIR:-${ROOT}/var}"
 PYTHON="${PYTHON:-${ROOT}/.venv/bin/python}"
+if [[ -z "${BASE_URL:-}" && -r "${VAR_DIR}/cluster.json" ]]; then
+  BASE_URL="$(python3 -c 'import json, sys; print(json.load(open(sys.argv[1]))["gateway_url"])' \
+    "${VAR_DIR}/cluster.json")"
+fi
 
 # json KEY [KEY...]: the value at that path in the JSON on stdin ('' if none).
 json() {
@@ -85,4 +93,28 @@ for node in json.load(sys.stdin)["nodes"]:
         if worker["alive"]:
             print(worker["worker"])
 '
+}
+
+# wait_queue_drained [SECONDS]: until no task waits in the queue or in its
+# delayed retries. Tasks an earlier lab left there (lab 10 queues about
+# twenty) would be taken first, and `wizard inspect` prints only the oldest
+# ten ids of a list. Fails after SECONDS (default 240).
+wait_queue_drained() {
+  local deadline=$((SECONDS + ${1:-240})) waiting told=""
+  while ((SECONDS < deadline)); do
+    waiting="$(curl -sS --fail-with-body "${BASE_URL}/cluster" | python3 -c '
+import json, sys
+queue = json.load(sys.stdin)["queue"]
+print(queue["pending"] + queue["delayed"])
+')"
+    if [[ "${waiting}" == 0 ]]; then
+      return 0
+    fi
+    if [[ -z "${told}" ]]; then
+      echo "${waiting} task(s) of earlier labs still wait in the queue; letting the workers finish them first ..."
+      told=yes
+    fi
+    sleep 0.5
+  done
+  fail "the queue still holds ${waiting} task(s) after ${1:-240} s; wait for the workers, or start afresh with make clean"
 }

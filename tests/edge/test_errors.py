@@ -25,6 +25,7 @@ def test_a_malformed_request_gets_the_right_status_as_a_problem_document(cluster
     if answer.status >= 400:
         problem = answer.problem
         assert problem["status"] == answer.status
+        assert answer.body.endswith(b"}\n"), "every JSON answer ends with a newline"
         assert problem["detail"]
         assert problem["handled_by"] == "gateway" or problem["handled_by"].startswith("node-")
     # Nothing is left hanging: the gateway closed the connection (it was

@@ -134,6 +134,18 @@ def test_every_status_nginx_maps_has_a_problem_document_with_that_status():
         assert f'"status":{status},' in body.group(1)
 
 
+def test_every_problem_document_the_gateways_write_is_json_ending_in_a_newline():
+    # README: every JSON answer ends with a newline (the shell prompt after
+    # curl starts on its own line); nginx turns a backslash-n in a quoted
+    # string into one.
+    for path in (NGINX / "wizard-locations.conf", NGINX / "nginx.public.conf"):
+        bodies = re.findall(r"return \d+ '(\{.*?)';", path.read_text())
+        assert bodies, path.name
+        for body in bodies:
+            assert body.endswith("}\\n"), (path.name, body)
+            assert json.loads(body.removesuffix("\\n"))["handled_by"] == "gateway"
+
+
 def test_a_timed_out_add_is_never_sent_to_another_node_and_a_post_task_waits_briefly():
     locations = (NGINX / "wizard-locations.conf").read_text()
     add = re.search(r"location = /add \{(.*?)\}", locations, re.S).group(1)

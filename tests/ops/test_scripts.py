@@ -12,6 +12,7 @@ takes about a minute on a quiet machine.
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import re
@@ -96,11 +97,15 @@ def lab(tmp_path_factory):
         running.stop()
 
 
-def run(script: str, lab: Lab, timeout: float = 120, **env: str) -> str:
+def run(script: str, lab: Lab, timeout: float = 120, base_url: bool = True, **env: str) -> str:
     """Run one script as a program (its shebang, its exec bit) against the
-    lab; return its output. Fails the test on a non-zero exit."""
-    environ = {k: v for k, v in os.environ.items() if k != "WIZARD_ADMIN_TOKEN"}
-    base = {"BASE_URL": lab.url, "VAR_DIR": str(lab.var_dir), "PYTHON": sys.executable}
+    lab; return its output. ``base_url=False`` leaves BASE_URL unset, as a
+    student would. Fails the test on a non-zero exit or a Python traceback."""
+    hidden = {"WIZARD_ADMIN_TOKEN", "BASE_URL"}
+    environ = {k: v for k, v in os.environ.items() if k not in hidden}
+    base = {"VAR_DIR": str(lab.var_dir), "PYTHON": sys.executable}
+    if base_url:
+        base["BASE_URL"] = lab.url
     result = subprocess.run(
         [str(SCRIPTS / script)],
         env={**environ, **base, **env},
@@ -111,7 +116,26 @@ def run(script: str, lab: Lab, timeout: float = 120, **env: str) -> str:
     assert result.returncode == 0, (
         f"{script} exited {result.returncode}:\n{result.stdout}{result.stderr}"
     )
+    assert "Traceback" not in result.stderr, result.stderr
     return result.stdout
+
+
+def queue_backlog(lab: Lab, count: int) -> None:
+    """Queue ``count`` tasks through the gateway, as earlier labs leave them,
+    from two clients of their own (127.0.0.3 and .4) so the labs' own rate
+    limit budget (127.0.0.1's) stays whole."""
+    for number in range(count):
+        source = (f"127.0.0.{3 + number % 2}", 0)
+        connection = http.client.HTTPConnection(
+            "127.0.0.1", lab.port, timeout=10, source_address=source
+        )
+        try:
+            connection.request("POST", f"/task?a={number}&b=1")
+            answer = connection.getresponse()
+            answer.read()
+        finally:
+            connection.close()
+        assert answer.status == 202, answer.status
 
 
 def cluster(lab: Lab) -> dict:
@@ -153,6 +177,31 @@ def test_each_script_is_strict_bash_aimed_at_the_local_cluster_by_default(path):
     assert os.access(path, os.X_OK)
 
 
+def test_no_script_quits_a_pipe_early():
+    # `producer | grep -q` closes the pipe at the first match: a python3
+    # producer still writing dies with a BrokenPipeError traceback (lab 8).
+    for path in [*SCRIPT_PATHS, SCRIPTS / "common.bash"]:
+        code = re.sub(r"#.*", "", path.read_text())
+        assert not re.search(r"\|\s*grep\s+-\w*q", code), path.name
+
+
+@pytest.mark.parametrize("target", ["run", "lab"])
+def test_make_run_and_make_lab_take_the_same_port_size_and_folder(target):
+    # make lab VAR=var2 ran in var/ (beside the cluster using it) before.
+    variables = ["PORT=8123", "NODES=2", "WORKERS=2", "VAR=var-lab-2"]
+    result = subprocess.run(
+        ["make", "--no-print-directory", "-n", target, *variables],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    (command,) = [line for line in result.stdout.splitlines() if " -m wizard up " in line]
+    assert "--port 8123 --nodes 2 --workers 2" in command
+    assert command.endswith("--var-dir var-lab-2")
+
+
 def test_shellcheck_finds_nothing_in_the_scripts():
     paths = [*map(str, SCRIPT_PATHS), str(SCRIPTS / "common.bash")]
     result = subprocess.run(
@@ -185,6 +234,11 @@ def test_every_process_is_in_the_banner_in_cluster_and_named_in_ps(lab):
     output = lab.output()
     assert f"pid {processes['nginx']['pid']}" in output
     assert f"pid {processes['valkey']['pid']}" in output
+    # valkey-server itself, not the keeper it runs under (a kill -9 of the
+    # keeper would only SIGTERM Valkey: a clean shutdown, nothing to replay).
+    valkey_pid = processes["valkey"]["pid"]
+    assert Path(f"/proc/{valkey_pid}/comm").read_text().strip() == "valkey-server"
+    assert re.search(rf"^  valkey +\S+ +pid {valkey_pid} +\(its keeper: pid \d+\)$", output, re.M)
     for name in names - {"nginx", "valkey"}:
         node, _, part = name.partition("/")
         role = "worker w1" if part == "w1" else part
@@ -219,7 +273,9 @@ def test_a_worker_restarted_by_its_supervisor_is_announced_with_its_new_pid(lab)
 
 
 def test_01_whoami_calls_rotate_over_every_node(lab):
-    output = run("01-whoami-round-robin.sh", lab)
+    # No BASE_URL: the scripts find the lab's own gateway in VAR_DIR, not :8080.
+    output = run("01-whoami-round-robin.sh", lab, base_url=False)
+    assert f"GET {lab.url}/whoami" in output
     nodes = re.findall(r"call \d+: answered by (\S+) ", output)
     assert len(nodes) == 6
     assert set(nodes[:3]) == {"node-1", "node-2", "node-3"}
@@ -297,7 +353,11 @@ def test_11_a_poison_task_is_dead_lettered_and_only_the_token_retries_it(lab):
 
 
 def test_12_inside_valkey_each_task_is_in_one_place(lab):
+    # More tasks left in the queue than the snapshot prints ids (10): the lab
+    # lets the workers finish them before it queues its own.
+    queue_backlog(lab, 16)
     output = run("12-inside-valkey.sh", lab)
+    assert "task(s) of earlier labs still wait in the queue" in output
     assert "task_queue (list; LPUSH in, taken from the right):" in output
     assert re.search(r"worker:node-\d/w1  expires in \d+ ms", output)
     assert re.search(r"^    status +(pending|running|complete)$", output, re.M)
@@ -328,3 +388,8 @@ def test_07_after_killing_a_worker_a_node_nginx_and_valkey_nothing_is_lost(lab):
     console = lab.output()
     for name in ("node-2", "nginx", "valkey"):
         assert re.search(rf"^{name} restarted: pid \d+ \(was \d+\)$", console, re.M), name
+    # The killed Valkey was given no chance to save: SIGKILL, no shutdown.
+    killed = re.search(r"killed valkey \(pid (\d+)\)", output).group(1)
+    valkey_log = (lab.var_dir / "logs" / "valkey.log").read_text()
+    assert f"{killed}:M" in valkey_log, "the pid lab 7 killed is the server's"
+    assert f"{killed}:signal-handler" not in valkey_log, "it was SIGTERMed, not killed"
