@@ -43,6 +43,7 @@ class NetLab:
         self.network = Network(self.lab_id)
         self.url = f"http://{self.network.address('gateway')}"
         self.var_dir = var_dir
+        var_dir.mkdir(parents=True)
         self.console = var_dir / "console.txt"
         self.seen: dict[int, bytes] = {}
         argv = [sys.executable, "-m", "wizard.netlab", "--var-dir", str(var_dir), "up"]

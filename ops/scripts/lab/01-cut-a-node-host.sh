@@ -41,8 +41,8 @@ counter() {
 # worker counts an outcome only when the fenced write accepted it).
 completions() {
   local total=0 node
-  for node in $(curl -sS -m 5 --fail-with-body "${BASE_URL}/cluster" | json nodes |
-    python3 -c 'import json, sys; print(" ".join(n["node"] for n in json.load(sys.stdin)))'); do
+  for node in $(curl -sS -m 5 --fail-with-body "${BASE_URL}/cluster" |
+    grep -o '"node":"[^"]*"' | cut -d '"' -f 4 | sort -u); do
     total=$((total + $(counter wizard_tasks_finished_total "${node}")))
   done
   echo "${total}"
@@ -73,8 +73,8 @@ for i in $(seq 1 "${N}"); do
   fi
   # A request in flight to the cut host gets no answer: no 202, no promise.
   if accepted="$(curl -sS -m 5 --fail-with-body -X POST "${BASE_URL}/task?a=${i}&b=${i}" 2>/dev/null)"; then
-    status_urls+=("$(json status_url <<<"${accepted}")")
-    if [[ -n "${cut_at}" && "$(json accepted_by <<<"${accepted}")" == "${HOST}" ]]; then
+    status_urls+=("$(field status_url <<<"${accepted}")")
+    if [[ -n "${cut_at}" && "$(field accepted_by <<<"${accepted}")" == "${HOST}" ]]; then
       from_cut_host=$((from_cut_host + 1))
     fi
   else
@@ -97,14 +97,14 @@ done
 
 echo
 echo "accepted by:"
-for body in "${finished[@]}"; do json accepted_by <<<"${body}"; done | sort | uniq -c
+for body in "${finished[@]}"; do field accepted_by <<<"${body}"; done | sort | uniq -c
 echo "handled by:"
-for body in "${finished[@]}"; do json handled_by <<<"${body}"; done | sort | uniq -c
+for body in "${finished[@]}"; do field handled_by <<<"${body}"; done | sort | uniq -c
 complete=0
 redone=0
 for body in "${finished[@]}"; do
-  if [[ "$(json status <<<"${body}")" == complete ]]; then complete=$((complete + 1)); fi
-  if (($(json attempts <<<"${body}") > 1)); then redone=$((redone + 1)); fi
+  if [[ "$(field status <<<"${body}")" == complete ]]; then complete=$((complete + 1)); fi
+  if (($(field attempts <<<"${body}") > 1)); then redone=$((redone + 1)); fi
 done
 echo
 echo "accepted ${#status_urls[@]}, complete ${complete}, lost $((${#status_urls[@]} - complete))"

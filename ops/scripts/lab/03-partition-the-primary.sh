@@ -30,10 +30,15 @@ LAB_STATE="${VAR_DIR}/lab/lab.json"
 # The lab Valkey's admin password (make netlab writes it, mode 0600).
 ADMIN_PASSWORD_FILE="${VAR_DIR}/lab/secrets/valkey-admin-password"
 
-# valkey_field KEY: a field of /cluster's "valkey" (the primary the nodes
-# write to, how they found it, its replicas); '' while no node answers.
+# valkey_field KEY: a field of /cluster's "valkey" part (primary: the server
+# the nodes write to; via: how they found it); '' while no node answers.
 valkey_field() {
-  curl -sS -m 5 "${BASE_URL}/cluster" 2>/dev/null | json valkey "$1" 2>/dev/null || true
+  curl -sS -m 5 "${BASE_URL}/cluster" 2>/dev/null | grep -o '"valkey":{.*' | field "$1" || true
+}
+
+# replicas: /cluster's list of the primary's replicas, as JSON.
+replicas() {
+  curl -sS -m 5 "${BASE_URL}/cluster" 2>/dev/null | grep -o '"replicas":\[[^]]*\]' || true
 }
 
 [[ -r "${LAB_STATE}" ]] || fail "no ${LAB_STATE}: start the lab first (make netlab HA=1)"
@@ -53,7 +58,7 @@ submit_one() {
   answer="$(curl -sS -m 5 -w '\n%{http_code}' -X POST "${BASE_URL}/task?a=$1&b=1" 2>/dev/null || true)"
   code="${answer##*$'\n'}"
   if [[ "${code}" == 202 ]]; then
-    status_urls+=("$(json status_url <<<"${answer%$'\n'*}")")
+    status_urls+=("$(field status_url <<<"${answer%$'\n'*}")")
   elif [[ "${code}" == 503 ]]; then
     answered_503=$((answered_503 + 1))
   fi
@@ -101,7 +106,7 @@ echo "healing ${host}: the sentinels make it a replica of ${now} ..."
 "${LAB[@]}" heal "${host}" >/dev/null
 trap - EXIT
 deadline=$((SECONDS + TIMEOUT_SECONDS))
-until [[ "$(valkey_field replicas)" == *"\"${old}\""* ]]; do
+until [[ "$(replicas)" == *"\"${old}\""* ]]; do
   ((SECONDS < deadline)) || fail "${old} did not rejoin as a replica within ${TIMEOUT_SECONDS} s"
   sleep 0.5
 done
@@ -111,7 +116,7 @@ echo "Waiting for every accepted task to finish ..."
 complete=0
 for url in "${status_urls[@]}"; do
   body="$(wait_done "${url}" "${TIMEOUT_SECONDS}")"
-  if [[ "$(json status <<<"${body}")" == complete ]]; then complete=$((complete + 1)); fi
+  if [[ "$(field status <<<"${body}")" == complete ]]; then complete=$((complete + 1)); fi
 done
 echo "accepted ${#status_urls[@]}, complete ${complete}, lost $((${#status_urls[@]} - complete))"
 ((complete == ${#status_urls[@]})) || fail "a task accepted with 202 did not complete"
