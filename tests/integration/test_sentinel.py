@@ -98,15 +98,34 @@ def test_a_primary_that_lost_its_replicas_refuses_writes_with_a_503(settings, pa
     assert probe.llen(store.TASK_QUEUE) == 0, "a refused transaction stored nothing"
 
 
-def test_the_replica_ack_answers_202_once_a_replica_has_the_task(settings, pair):
+def calls(server: ValkeyServer, command: str) -> int:
+    """How many times ``server`` ran ``command`` (INFO commandstats)."""
+    stats = admin(server).info("commandstats")
+    return stats.get(f"cmdstat_{command}", {}).get("calls", 0)
+
+
+def test_the_replica_ack_answers_202_once_a_replica_and_the_disk_have_the_task(settings, pair):
     primary, replica = pair
     app = make_app(as_node(settings, primary, durable_ack=DurableAck.REPLICA))
+    waits, waitaofs = calls(primary, "wait"), calls(primary, "waitaof")
 
     response = call(app, "POST", "/task", query={"a": 1, "b": 2})
 
     assert response.status == 202
     on_replica = admin(replica)
     assert on_replica.hget(store.task_key(response.json()["task_id"]), "status") == "pending"
+    # Before the 202: WAIT 1 for the replica, WAITAOF 1 0 for the primary's disk.
+    assert (calls(primary, "wait"), calls(primary, "waitaof")) == (waits + 1, waitaofs + 1)
+
+
+def test_the_aof_ack_waits_for_the_disk_but_not_for_a_replica(settings, pair):
+    primary, _ = pair
+    app = make_app(as_node(settings, primary, durable_ack=DurableAck.AOF))
+    waits, waitaofs = calls(primary, "wait"), calls(primary, "waitaof")
+
+    assert call(app, "POST", "/task", query={"a": 1, "b": 2}).status == 202
+
+    assert (calls(primary, "wait"), calls(primary, "waitaof")) == (waits, waitaofs + 1)
 
 
 def test_the_replica_ack_refuses_a_202_when_no_replica_confirms(settings):
@@ -146,6 +165,9 @@ def test_a_node_follows_a_failover_without_restarting_and_loses_no_replica_acked
     )
     assert accepted
     assert call(app, "GET", "/cluster").json()["valkey"]["primary"] == new.address
+    # Scripts are not replicated: the promoted replica has none of them yet.
+    step_sha = worker.scripts.step.sha
+    assert admin(new).script_exists(step_sha) == [False]
     done = []
 
     def drained() -> bool:
@@ -161,5 +183,6 @@ def test_a_node_follows_a_failover_without_restarting_and_loses_no_replica_acked
     # NOSCRIPT on the new primary: the worker's scripts load themselves again.
     wait_for(drained, timeout=30, interval=0.05, what="the worker drains the new primary")
     on_new = admin(new)
+    assert on_new.script_exists(step_sha) == [True], "loaded again on the new primary"
     statuses = [on_new.hget(store.task_key(t), "status") for t in before]
     assert statuses == ["complete"] * 5, "every task acked by a replica survived the failover"
