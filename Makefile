@@ -100,15 +100,16 @@ netlab: install-local iproute2
 
 ## test: every test (unit, integration, end to end, chaos, network lab, browser)
 test: install-dev chromium iproute2
-	$(PY) -m pytest -n $(TEST_PROCESSES) --dist loadfile -m "not ha_stop"
+	$(PY) -m pytest -n $(TEST_PROCESSES) --dist loadfile -m "not ha_stop and not lab_scripts"
 
 ## test-ha: the HA launcher's stop after a failover (a known failure: README)
 test-ha: install-dev
 	$(PY) -m pytest -m ha_stop tests/e2e
 
-## chaos: only the fault-injection scenarios: the local cluster, and the network lab (root)
+## chaos: only the fault-injection scenarios: the local cluster, and the network lab (root),
+## and the network-lab scripts run as a student runs them (tests/ops/test_lab_scripts.py)
 chaos: install-dev iproute2
-	$(PY) -m pytest tests/chaos tests/netlab
+	$(PY) -m pytest tests/chaos tests/netlab tests/ops/test_lab_scripts.py
 
 ## containers-test: docker-compose.yml and the Dockerfile for real, under podman,
 ## on stand-in images built here (README: "The compose file, for real")

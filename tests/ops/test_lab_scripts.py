@@ -8,8 +8,10 @@ strict bash, shellcheck, and a line in the lab's README for each script.
 Each lab here takes a /24 of its own (third octet 220-249: never the
 terminal's 42, never the 20-219 of tests/netlab) and a var dir of its own.
 The scenarios with counts under load are tests/netlab/'s; these tests run
-the scripts' own small loads (60 tasks of 0.5 s, a 6 s cut), about 80 s
-each for the plain lab and the HA one on a quiet machine.
+the scripts' own small loads (45 tasks of 0.5 s, a 6 s cut). The three that
+start a lab (marker ``lab_scripts``) take a few minutes together (more on a
+loaded machine), so they run in ``make chaos`` with tests/netlab, not in
+``make test``; the checks of the files run in both.
 """
 
 from __future__ import annotations
@@ -191,6 +193,7 @@ def test_shellcheck_finds_nothing_in_the_lab_scripts():
 # --- the scripts against the lab ---------------------------------------------
 
 
+@pytest.mark.lab_scripts
 @pytest.mark.timeout(600)
 def test_a_cut_host_is_routed_around_losing_nothing_and_a_slow_link_slows_every_post(
     start_netlab,
@@ -198,7 +201,7 @@ def test_a_cut_host_is_routed_around_losing_nothing_and_a_slow_link_slows_every_
     lab = start_netlab()
     lab.wait_ready()
 
-    cut = run("01-cut-a-node-host.sh", lab, CUT_SECONDS="6")
+    cut = run("01-cut-a-node-host.sh", lab, N="45", CUT_SECONDS="6")
     assert "none accepted by node-2 after the cut" in cut
     assert ", lost 0\n" in cut
     assert "late results of node-2 refused (fenced): " in cut
@@ -213,6 +216,7 @@ def test_a_cut_host_is_routed_around_losing_nothing_and_a_slow_link_slows_every_
     assert_ctrl_c_leaves_nothing(lab)
 
 
+@pytest.mark.lab_scripts
 @pytest.mark.timeout(600)
 def test_the_primary_cut_off_fails_over_refuses_writes_and_every_202_completes(start_netlab):
     lab = start_netlab(ha=True, WIZARD_DURABLE_ACK="replica")
@@ -232,6 +236,7 @@ def test_the_primary_cut_off_fails_over_refuses_writes_and_every_202_completes(s
     assert_ctrl_c_leaves_nothing(lab)
 
 
+@pytest.mark.lab_scripts
 @pytest.mark.timeout(300)
 def test_ctrl_c_while_the_lab_starts_removes_everything_it_made(start_netlab):
     lab = start_netlab(ha=True)
