@@ -20,7 +20,7 @@ CHROMIUM ?= /usr/bin/chromium
 TEST_PROCESSES ?= 3
 
 .PHONY: containers-test-ha test-ha run lab test chaos bench bench-gil edge-figures lint up public certs down clean install-local \
-        install-dev install-public install-bench chromium podman containers-test iproute2 netlab
+        install-dev install-public install-bench chromium podman containers-test iproute2 faketime netlab
 
 # The virtual environment, created once.
 $(PY):
@@ -94,12 +94,22 @@ iproute2:
 	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends iproute2 ebtables >/dev/null; \
 	fi
 
+## faketime: libfaketime, for the test that runs a Valkey replica on a clock
+## 30 s ahead (tests/integration/test_clock_skew.py), installed if missing
+faketime:
+	@if ! command -v faketime >/dev/null 2>&1; then \
+	  echo "installing Debian's faketime for the clock-skew test"; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends faketime >/dev/null; \
+	fi
+
 ## netlab: the cluster over network namespaces on http://198.18.42.2/ (root; HA=1, DURABLE_ACK=replica)
 netlab: install-local iproute2
 	$(if $(DURABLE_ACK),WIZARD_DURABLE_ACK=$(DURABLE_ACK)) $(PY) -m wizard.netlab up $(if $(filter 1 yes true,$(HA)),--ha)
 
 ## test: every test (unit, integration, end to end, chaos, network lab, browser)
-test: install-dev chromium iproute2
+test: install-dev chromium iproute2 faketime
 	$(PY) -m pytest -n $(TEST_PROCESSES) --dist loadfile -m "not ha_stop and not lab_scripts"
 
 ## test-ha: the HA launcher's stop after a failover (a known failure: README)
