@@ -450,10 +450,13 @@ def run_lab_up(*, lab_id: int, nodes: int, workers: int, ha: bool, var_dir: Path
         code = _serve(network, cluster, var_dir, stop)
     finally:
         # Whatever ended the lab, even an error of ours: the processes by
-        # PID first (a namespace outlives its deletion while one runs in it).
-        cluster.stop()
-        network.destroy()
-        _state_path(var_dir).unlink(missing_ok=True)
+        # PID first (a namespace outlives its deletion while one runs in it),
+        # then the namespaces, even if stopping a process failed.
+        try:
+            cluster.stop()
+        finally:
+            network.destroy()
+            _state_path(var_dir).unlink(missing_ok=True)
     left = [*map(str, cluster.pids()), *network.namespaces()]
     if left:
         print(f"wizard lab: still there after the stop: {' '.join(left)}", file=sys.stderr)
