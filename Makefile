@@ -20,7 +20,7 @@ CHROMIUM ?= /usr/bin/chromium
 TEST_PROCESSES ?= 3
 
 .PHONY: containers-test-ha run lab test chaos bench bench-gil edge-figures lint up public certs down clean install-local \
-        install-dev install-public install-bench chromium podman containers-test iproute2 netlab
+        install-dev install-public install-bench chromium podman containers-test iproute2 faketime netlab
 
 # The virtual environment, created once.
 $(PY):
@@ -94,17 +94,28 @@ iproute2:
 	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends iproute2 ebtables >/dev/null; \
 	fi
 
+## faketime: libfaketime, for the test that runs a Valkey replica on a clock
+## 30 s ahead (tests/integration/test_clock_skew.py), installed if missing
+faketime:
+	@if ! command -v faketime >/dev/null 2>&1; then \
+	  echo "installing Debian's faketime for the clock-skew test"; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends faketime >/dev/null; \
+	fi
+
 ## netlab: the cluster over network namespaces on http://198.18.42.2/ (root; HA=1, DURABLE_ACK=replica)
 netlab: install-local iproute2
 	$(if $(DURABLE_ACK),WIZARD_DURABLE_ACK=$(DURABLE_ACK)) $(PY) -m wizard.netlab up $(if $(filter 1 yes true,$(HA)),--ha)
 
 ## test: every test (unit, integration, end to end, chaos, network lab, browser)
-test: install-dev chromium iproute2
-	$(PY) -m pytest -n $(TEST_PROCESSES) --dist loadfile
+test: install-dev chromium iproute2 faketime
+	$(PY) -m pytest -n $(TEST_PROCESSES) --dist loadfile -m "not lab_scripts"
 
-## chaos: only the fault-injection scenarios: the local cluster, and the network lab (root)
+## chaos: only the fault-injection scenarios: the local cluster, and the network lab (root),
+## and the network-lab scripts run as a student runs them (tests/ops/test_lab_scripts.py)
 chaos: install-dev iproute2
-	$(PY) -m pytest tests/chaos tests/netlab
+	$(PY) -m pytest tests/chaos tests/netlab tests/ops/test_lab_scripts.py
 
 ## containers-test: docker-compose.yml and the Dockerfile for real, under podman,
 ## on stand-in images built here (README: "The compose file, for real")

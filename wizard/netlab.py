@@ -380,52 +380,96 @@ def _state_path(var_dir: Path) -> Path:
     return var_dir / "lab" / "lab.json"
 
 
+#: What ``make netlab`` gives every node unless the environment sets it:
+#: half a second of work per task and leases of 3 s, so a task held by a
+#: host that is cut off for 10 s (ops/scripts/lab/01-cut-a-node-host.sh) is
+#: redone elsewhere while the dashboard still shows that host grey.
+NODE_SETTINGS: dict[str, str] = {
+    "WIZARD_WORK_SECONDS": "0.5",
+    "WIZARD_LEASE_SECONDS": "3",
+    "WIZARD_BLOCK_SECONDS": "0.5",
+}
+
+
+def node_env(environ: dict[str, str] | None = None) -> dict[str, str]:
+    """:data:`NODE_SETTINGS`, each replaced by its value in ``environ``
+    (default ``os.environ``) where set."""
+    environ = os.environ if environ is None else environ
+    return {name: environ.get(name, value) for name, value in NODE_SETTINGS.items()}
+
+
 def run_lab_up(*, lab_id: int, nodes: int, workers: int, ha: bool, var_dir: Path) -> int:
     """``python -m wizard.netlab up``: build the lab, start the cluster on
-    it, print the addresses, and on Ctrl+C or SIGTERM stop every process and
-    remove every namespace. Returns the exit code."""
+    it, print the addresses, and on Ctrl+C, SIGTERM or SIGHUP (or a part
+    that fails to start, or any error) stop every process by PID and remove
+    every namespace, with the links in them. Returns the exit code: 0 after
+    a clean stop, 1 if the lab did not start or something was left."""
     network = Network(lab_id)
-    lab_dir = var_dir / "lab"
     cluster = LabCluster(
         network,
         nodes=nodes,
         workers=workers,
-        var_dir=lab_dir,
-        node_env={"WIZARD_WORK_SECONDS": os.environ.get("WIZARD_WORK_SECONDS", "0.5")},
+        var_dir=var_dir / "lab",
+        node_env=node_env(),
         ha=ha,
         slow_valkey=not ha,
     )
     cluster.die_with_launcher = True
     stop = StopSignals()
     try:
+        code = _serve(network, cluster, var_dir, stop)
+    finally:
+        # Whatever ended the lab, even an error of ours: the processes by
+        # PID first (a namespace outlives its deletion while one runs in it),
+        # then the namespaces, even if stopping a process failed.
+        try:
+            cluster.stop()
+        finally:
+            network.destroy()
+            _state_path(var_dir).unlink(missing_ok=True)
+    left = [*map(str, cluster.pids()), *network.namespaces()]
+    if left:
+        print(f"wizard lab: still there after the stop: {' '.join(left)}", file=sys.stderr)
+        return 1
+    print("stopped; nothing left running, no namespace left.")
+    return code
+
+
+def _serve(network: Network, cluster: LabCluster, var_dir: Path, stop: StopSignals) -> int:
+    """Start the lab, print its banner, wait for a stop signal. Returns 1
+    if the lab could not start (the reason printed), else 0."""
+    try:
         network.create()
         cluster.start()
     except (LabError, ClusterError) as error:
+        # Said in one line; the caller removes what was made.
         print(f"wizard lab: {error}", file=sys.stderr)
-        network.destroy()
         return 1
     relay = cluster.relay.pid if cluster.relay else None
-    _state_path(var_dir).write_text(json.dumps({"lab_id": lab_id, "relay_pid": relay}))
+    _state_path(var_dir).write_text(json.dumps({"lab_id": network.lab_id, "relay_pid": relay}))
     print(_lab_banner(cluster), flush=True)
     while stop.reason is None:
         time.sleep(0.5)
-    print(f"\n{stop.reason}: stopping the lab and removing its namespaces ...")
-    cluster.stop()
-    network.destroy()
-    _state_path(var_dir).unlink(missing_ok=True)
-    print("stopped; nothing left running, no namespace left.")
+    print(f"\n{stop.reason}: stopping the lab and removing its namespaces ...", flush=True)
     return 0
 
 
 def _lab_banner(cluster: LabCluster) -> str:
     net = cluster.network
+    # This interpreter (the one with wizard installed), as the user can type it.
+    python = (
+        os.path.relpath(sys.executable)
+        if sys.executable.startswith(os.getcwd())
+        else sys.executable
+    )
+    lab = f"{python} -m wizard.netlab"
     lines = ["", f"  The lab is up:  {cluster.url}/   (from this machine)", ""]
     for host in ["gateway", *cluster.valkey_hosts, *cluster.node_ports]:
         lines.append(f"  {host:<10} {net.address(host):<15} namespace {net.namespace(host)}")
     lines += [
         "",
-        "  cut a host off:     python -m wizard.netlab cut node-2   (heal: heal node-2)",
-        "  slow Valkey down:   python -m wizard.netlab delay 20     (ms; 0 = off)",
+        f"  cut a host off:     {lab} cut node-2   (heal: heal node-2)",
+        f"  slow Valkey down:   {lab} delay 20     (ms; 0 = off)",
         "  run a command on a host:  ip netns exec " + net.namespace("node-1") + " ss -tn",
         "  stop: Ctrl+C",
     ]

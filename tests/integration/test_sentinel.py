@@ -100,15 +100,34 @@ def test_a_primary_that_lost_its_replicas_refuses_writes_with_a_503(settings, pa
     assert probe.llen(store.TASK_QUEUE) == 0, "a refused transaction stored nothing"
 
 
-def test_the_replica_ack_answers_202_once_a_replica_has_the_task(settings, pair):
+def calls(server: ValkeyServer, command: str) -> int:
+    """How many times ``server`` ran ``command`` (INFO commandstats)."""
+    stats = admin(server).info("commandstats")
+    return stats.get(f"cmdstat_{command}", {}).get("calls", 0)
+
+
+def test_the_replica_ack_answers_202_once_a_replica_and_the_disk_have_the_task(settings, pair):
     primary, replica = pair
     app = make_app(as_node(settings, primary, durable_ack=DurableAck.REPLICA))
+    waits, waitaofs = calls(primary, "wait"), calls(primary, "waitaof")
 
     response = call(app, "POST", "/task", query={"a": 1, "b": 2})
 
     assert response.status == 202
     on_replica = admin(replica)
     assert on_replica.hget(store.task_key(response.json()["task_id"]), "status") == "pending"
+    # Before the 202: WAIT 1 for the replica, WAITAOF 1 0 for the primary's disk.
+    assert (calls(primary, "wait"), calls(primary, "waitaof")) == (waits + 1, waitaofs + 1)
+
+
+def test_the_aof_ack_waits_for_the_disk_but_not_for_a_replica(settings, pair):
+    primary, _ = pair
+    app = make_app(as_node(settings, primary, durable_ack=DurableAck.AOF))
+    waits, waitaofs = calls(primary, "wait"), calls(primary, "waitaof")
+
+    assert call(app, "POST", "/task", query={"a": 1, "b": 2}).status == 202
+
+    assert (calls(primary, "wait"), calls(primary, "waitaof")) == (waits, waitaofs + 1)
 
 
 def test_the_replica_ack_refuses_a_202_when_no_replica_confirms(settings):
@@ -148,6 +167,9 @@ def test_a_node_follows_a_failover_without_restarting_and_loses_no_replica_acked
     )
     assert accepted
     assert call(app, "GET", "/cluster").json()["valkey"]["primary"] == new.address
+    # Scripts are not replicated: the promoted replica has none of them yet.
+    step_sha = worker.scripts.step.sha
+    assert admin(new).script_exists(step_sha) == [False]
     done = []
 
     def drained() -> bool:
@@ -163,6 +185,7 @@ def test_a_node_follows_a_failover_without_restarting_and_loses_no_replica_acked
     # NOSCRIPT on the new primary: the worker's scripts load themselves again.
     wait_for(drained, timeout=30, interval=0.05, what="the worker drains the new primary")
     on_new = admin(new)
+    assert on_new.script_exists(step_sha) == [True], "loaded again on the new primary"
     statuses = [on_new.hget(store.task_key(t), "status") for t in before]
     assert statuses == ["complete"] * 5, "every task acked by a replica survived the failover"
 
@@ -215,3 +238,48 @@ def pings(client: valkey.Valkey) -> bool:
     except valkey.ConnectionError:
         # No primary named yet (MasterNotFoundError), or its socket closing.
         return False
+
+
+def test_a_lease_crosses_a_failover_as_written_and_its_stale_holder_is_fenced(settings, ha):
+    node = as_node(settings, ha.servers[0], valkey_sentinels=tuple(ha.sentinel_addresses))
+    client = store.connect(node)
+    scripts = queue.Scripts(client)
+    queue.submit(client, "add", 1, 2, accepted_by="node-1", durable=DurableAck.REPLICA)
+    stale = queue.take(client, scripts, "node-1/w1", lease_ms=60_000, block_seconds=0.1)
+    assert stale is not None
+    # The claim (lease_expires from the old primary's clock) on both replicas.
+    assert client.execute_command("WAIT", 2, 5000) == 2
+    old = ha.primary()
+    written = admin(old).hgetall(store.task_key(stale.task_id))
+
+    old.stop(signal.SIGKILL)
+    new = ha.wait_failover(old)
+
+    # Replicas apply the script's effects, never re-run it: the expiry the
+    # old primary computed arrives unchanged; the new one's clock judges it.
+    on_new = admin(new)
+    assert on_new.hgetall(store.task_key(stale.task_id)) == written
+    assert queue.find_lost(on_new, "node-1/w1") == [], "a live lease is not handed back"
+    # The reaper hands it back anyway (as if it had expired); attempt 2 runs.
+    new_scripts = queue.Scripts(on_new)
+    lost = queue.HandBack(stale.task_id, stale.worker_id, stale.attempt, "worker_lost", "lost")
+    policy = queue.RetryPolicy(max_attempts=3, base_backoff_seconds=0, result_ttl_seconds=60)
+    assert queue.retry(new_scripts, lost, policy, node_id="node-1") is queue.RetryOutcome.RETRY
+    running = queue.take(on_new, new_scripts, "node-2/w1", lease_ms=60_000, block_seconds=1)
+    assert running.attempt == 2
+
+    def finish_as(claim, result):
+        try:
+            return queue.finish(
+                client, scripts, claim, node_id="node-1", result_ttl=60, result=result
+            )
+        except valkey.ConnectionError:
+            # The stale holder's socket to the dead primary: it reconnects.
+            return None
+
+    # The holder of attempt 1, through the same client, now on the new primary.
+    refused = wait_for(lambda: finish_as(stale, 99) is False, timeout=20, what="a fenced write")
+    assert refused
+    assert on_new.hget(store.stats_key("node-1"), "fenced_writes") == "1"
+    assert finish_as(running, 3) is True
+    assert on_new.hget(store.task_key(stale.task_id), "result") == "3"

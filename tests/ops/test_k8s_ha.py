@@ -187,3 +187,28 @@ def test_network_policies_open_only_app_to_valkey_ha_and_the_ha_pods_to_each_oth
         port["containerPort"] for c in ha_containers(built).values() for port in c["ports"]
     }
     assert sorted(p["port"] for p in rule["ports"]) == sorted(container_ports) == [6379, 26379]
+
+
+@pytest.mark.parametrize(
+    "path", sorted(p for p in HA.glob("*.yaml") if p.stem != "kustomization"), ids=lambda p: p.name
+)
+def test_each_ha_file_holds_exactly_one_object(path):
+    base.test_each_file_holds_exactly_one_object(path)
+
+
+def test_each_server_keeps_its_data_on_a_volume_of_its_own(built):
+    statefulset = built["StatefulSet/valkey-ha"]
+    (claim,) = statefulset["spec"]["volumeClaimTemplates"]
+    mounts = {m["name"]: m["mountPath"] for m in ha_containers(built)["valkey"]["volumeMounts"]}
+    assert mounts[claim["metadata"]["name"]] == "/data"
+    assert claim["spec"]["accessModes"] == ["ReadWriteOnce"]
+
+
+def test_the_ha_pods_are_spread_over_machines_so_one_machine_takes_one_vote(built):
+    spec = built["StatefulSet/valkey-ha"]["spec"]
+    (term,) = spec["template"]["spec"]["affinity"]["podAntiAffinity"][
+        "preferredDuringSchedulingIgnoredDuringExecution"
+    ]
+    assert term["podAffinityTerm"]["topologyKey"] == "kubernetes.io/hostname"
+    # The term selects the HA pods themselves: no two of them on one machine.
+    assert term["podAffinityTerm"]["labelSelector"] == spec["selector"]
