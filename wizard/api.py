@@ -33,6 +33,7 @@ import valkey
 from . import __version__, access, health, membership, metrics, queue, store
 from .config import Settings
 from .operations import (
+    Checkpoint,
     InvalidOperand,
     UnknownOperation,
     calibrate,
@@ -290,7 +291,10 @@ class Api:
         answer is an immediate 503 pointing to POST /task, so the remaining
         request threads stay free for health checks. The slot is checked
         before the rate limit: a refusal costs no Valkey round trip, so a
-        flood of additions drains from the node's queue in microseconds."""
+        flood of additions drains from the node's queue in microseconds.
+        Work that runs past ``WIZARD_SYNC_TIMEOUT`` stops and answers 503
+        too (:meth:`_sync_deadline`): the node says so before the gateway
+        gives up on it."""
         a = _operand(request.query, "a")
         b = _operand(request.query, "b")
         if not self.sync_slots.acquire(blocking=False):
@@ -301,12 +305,39 @@ class Api:
         try:
             limits = self._limit_rate(request)
             started = time.perf_counter()
-            total = compute("add", a, b, work_seconds=self.settings.work_seconds)
+            total = compute(
+                "add",
+                a,
+                b,
+                work_seconds=self.settings.work_seconds,
+                checkpoint=self._sync_deadline(started),
+            )
             elapsed_ms = (time.perf_counter() - started) * 1000
         finally:
             self.sync_slots.release()
         body = {"a": a, "b": b, "sum": total, "elapsed_ms": round(elapsed_ms, 3)}
         return self.json(body, **limits)
+
+    def _sync_deadline(self, started: float) -> Checkpoint:
+        """The checkpoint of a synchronous addition begun at ``started``
+        (``time.perf_counter()`` seconds): it raises once the work has run
+        for ``WIZARD_SYNC_TIMEOUT`` seconds of wall-clock time.
+
+        Raises (from the checkpoint):
+            ServiceUnavailable: 503 with Retry-After, the work stopped.
+        """
+        limit = self.settings.sync_timeout
+
+        def checkpoint() -> None:
+            if time.perf_counter() - started > limit:
+                raise ServiceUnavailable(
+                    f"the addition did not finish within {limit:g} s on this node: its "
+                    f"{self.settings.sync_slots} synchronous slots share one core; "
+                    "submit it with POST /task and poll its status_url",
+                    retry_after=max(1, round(self.settings.work_seconds)),
+                )
+
+        return checkpoint
 
     def submit(self, request: Request) -> Response:
         """``POST /task``: the producer. Validate, store, enqueue, answer 202

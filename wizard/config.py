@@ -288,6 +288,12 @@ class Settings:
     #: on the API's one core: 2 x 2 s leaves the gateway's 8 s read timeout
     #: for /add twice the time it needs, and adds no throughput below it.
     sync_slots: int = 2
+    #: Longest a synchronous /add may compute on this node, seconds
+    #: (``WIZARD_SYNC_TIMEOUT``). Past it the work stops at its next
+    #: checkpoint and the caller gets a 503 pointing to POST /task, from the
+    #: node, before the gateway's 8 s read timeout for /add would answer 504
+    #: while the thread went on computing for nobody.
+    sync_timeout: float = 7.0
     #: How long a thread of the API process may hold the interpreter lock
     #: while another waits for it, seconds (``WIZARD_SWITCH_INTERVAL``; Python's
     #: ``sys.setswitchinterval``, whose own default is 0.005). Shorter lets a
@@ -333,6 +339,7 @@ class Settings:
             "trusted_proxies": ("WIZARD_TRUSTED_PROXIES", _networks),
             "max_pending": ("WIZARD_MAX_PENDING", _integer(1, 10_000_000)),
             "sync_slots": ("WIZARD_SYNC_SLOTS", _integer(1, 255)),
+            "sync_timeout": ("WIZARD_SYNC_TIMEOUT", _seconds(0.1, 3600)),
             "switch_interval": ("WIZARD_SWITCH_INTERVAL", _seconds(0.0001, 0.1)),
             "batch": ("WIZARD_BATCH", _integer(1, 1000)),
         }

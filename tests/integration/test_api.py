@@ -165,6 +165,24 @@ def test_no_answer_ever_carries_nan_or_infinity(app, worker, a, b, operation):
         assert b"NaN" not in response.body and b"Infinity" not in response.body
 
 
+def test_a_synchronous_addition_past_its_time_limit_stops_and_frees_its_slot(settings):
+    # 60 s of work against a 0.2 s limit, on one slot: without the limit the
+    # first call would run for a minute (the test's time limit fails it);
+    # without freeing the slot the second would be refused as "already runs".
+    slow = dataclasses.replace(settings, work_seconds=60.0, sync_timeout=0.2, sync_slots=1)
+    application = make_app(slow)
+    try:
+        for _ in range(2):
+            response = get(application, "/add", a="1", b="2")
+            assert response.status == 503
+            problem = strict_json(response.body)
+            assert "did not finish within 0.2 s" in problem["detail"]
+            assert "POST /task" in problem["detail"]
+            assert response.headers["Retry-After"] == "60"
+    finally:
+        application.client.close()
+
+
 def test_add_writes_nothing_to_valkey(app, client):
     get(app, "/add", a="1", b="2")
     assert client.dbsize() == 0

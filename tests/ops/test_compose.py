@@ -336,7 +336,9 @@ def test_the_nodes_limit_each_client_and_bound_the_queue_and_sync_work(services)
         "WIZARD_WORK_SECONDS",
     )
     environment = {
-        name: value for name, value in services["app"]["environment"].items() if name in limits
+        name: compose_default(value)
+        for name, value in services["app"]["environment"].items()
+        if name in limits
     }
     settings = Settings.from_env(environment)
 
@@ -344,6 +346,13 @@ def test_the_nodes_limit_each_client_and_bound_the_queue_and_sync_work(services)
     assert settings.max_pending <= 100_000
     assert settings.sync_slots < settings.threads
     assert sync_work_fits_the_gateway(settings), (settings.sync_slots, settings.work_seconds)
+
+
+def compose_default(value: str) -> str:
+    """``value`` as compose reads it with nothing set in the shell: a
+    ``${NAME:-default}`` becomes its default."""
+    match = re.fullmatch(r"\$\{[A-Z_]+:-(.*)\}", value)
+    return match[1] if match else value
 
 
 # --- the ha profile: `make up HA=1` -------------------------------------------
