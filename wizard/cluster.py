@@ -105,11 +105,6 @@ class EmbeddedValkey(ValkeyServer):
         #: should the launcher die, waits up to this many seconds for the
         #: nodes to stop before stopping Valkey. None: Valkey is the part.
         self.keeper_wait: float | None = None
-        #: valkey-server's own PID once started: under a keeper, :attr:`pid`
-        #: is the keeper's, and a kill -9 of the keeper only SIGTERMs Valkey
-        #: (a clean shutdown that saves everything), so the banner and
-        #: /cluster name this one, the process a kill -9 really tests.
-        self.server_pid: int | None = None
 
     def start(self) -> None:
         """Start the server (under its keeper, with ``keeper_wait``) and wait
@@ -123,17 +118,6 @@ class EmbeddedValkey(ValkeyServer):
             keeper = [sys.executable, "-m", "wizard.keeper", "--launcher", str(os.getpid())]
             self.argv = [*keeper, "--wait", f"{self.keeper_wait:g}", "--", *self.server_argv]
         super().start()
-        self.server_pid = self._own_pid()
-
-    def _own_pid(self) -> int | None:
-        """valkey-server's PID, as it reports it (``INFO server``'s
-        ``process_id``); the part's own PID if it cannot be asked."""
-        info = self.ask("INFO", "server", timeout=2)
-        if not isinstance(info, dict):
-            # It answered PING a moment ago and is gone again: the watcher
-            # restarts it; until then the part's pid stands in.
-            return self.pid
-        return int(info["process_id"])
 
 
 class LocalCluster:

@@ -93,6 +93,12 @@ class ValkeyServer(Part):
         self.host, self.port = host, port
         self.data = Path(var_dir) / name
         self.started_once = False
+        #: valkey-server's own PID once started. Under a keeper
+        #: (wizard/keeper.py) :attr:`pid` is the keeper's, and a kill -9 of
+        #: the keeper only SIGTERMs Valkey (a clean shutdown that saves
+        #: everything), so the banner and /cluster name this one, the
+        #: process a kill -9 really tests.
+        self.server_pid: int | None = None
         secrets_dir = Path(secrets_dir or Path(var_dir) / "secrets")
         #: The nodes' password file (VALKEY_PASSWORD_FILE), mode 0600.
         self.node_password_file = secrets_dir / acl.NODE_PASSWORD_FILE
@@ -176,6 +182,17 @@ class ValkeyServer(Part):
         self.write_acl()
         super().start()
         wait_until(self.answers, self.name, process=self.process)
+        self.server_pid = self._own_pid()
+
+    def _own_pid(self) -> int | None:
+        """valkey-server's PID, as it reports it (``INFO server``'s
+        ``process_id``); the part's own PID if it cannot be asked."""
+        info = self.ask("INFO", "server", timeout=2)
+        if not isinstance(info, dict):
+            # It answered PING a moment ago and is gone again: the watcher
+            # restarts it; until then the part's pid stands in.
+            return self.pid
+        return int(info["process_id"])
 
     def answers(self) -> bool:
         """True if the server answers the admin's PING (so it has loaded
