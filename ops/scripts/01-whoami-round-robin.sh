@@ -24,10 +24,20 @@ for call in $(seq 1 "${CALLS}"); do
   echo "  call ${call}: answered by ${node} (API process pid ${pid})"
   answered+=("${node}")
 done
-if [[ "${#answered[@]}" -ge 2 && "${answered[0]}" == "${answered[1]}" ]]; then
-  echo "LESSON NOT SHOWN: two calls in a row reached ${answered[0]}: is the gateway balancing?" >&2
+nodes="$(printf '%s\n' "${answered[@]}" | sort -u | wc -l)"
+if ((CALLS >= 2 && nodes < 2)); then
+  echo "LESSON NOT SHOWN: every call reached ${answered[0]}: is the gateway balancing?" >&2
   exit 1
 fi
 echo
-echo "The node changes on every call: the gateway rotates over all of them."
+echo "${nodes} different nodes answered: the gateway rotates over all of them."
+# Other clients take turns in the same rotation: the dashboard polls every
+# second, so with it open a node is now and then skipped or met twice.
+for call in $(seq 1 $((${#answered[@]} - 1))); do
+  if [[ "${answered[call]}" == "${answered[call - 1]}" ]]; then
+    echo "(Calls ${call} and $((call + 1)) met the same node: another client, such as the open"
+    echo " dashboard, took the turn in between.)"
+    break
+  fi
+done
 echo "Each node is a separate process (a container under docker compose)."

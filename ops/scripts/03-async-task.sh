@@ -30,6 +30,7 @@ if [[ "$(tail -n 1 <<<"${output}")" != 202 ]]; then
   exit 1
 fi
 status_url="$(field status_url <<<"${submitted}")"
+echo "(handled_by in the 202 names the node that answered it: no worker has the task yet.)"
 
 echo
 echo "Polling ${status_url} until the task is complete or failed:"

@@ -13,7 +13,16 @@ BASE_URL="${BASE_URL:-http://127.0.0.1:8080}"
 body_file="$(mktemp)"
 trap 'rm -f "${body_file}"' EXIT
 
-field() { grep -o "\"$1\":\"[^\"]*\"" | head -n 1 | cut -d '"' -f 4; }
+# field NAME: a top-level string of the JSON on stdin ('' if it is not JSON).
+field() {
+  python3 -c '
+import json, sys
+try:
+    print(json.load(sys.stdin).get(sys.argv[1], ""))
+except ValueError:  # not JSON: the contract is broken, and try() says so
+    print("")
+' "$1"
+}
 failures=0
 
 # try EXPECTED_STATUS DESCRIPTION CURL_ARGUMENTS...
@@ -38,6 +47,10 @@ try 400 "an operand that is not finite:    POST /task?a=1&b=inf" \
   -X POST "${BASE_URL}/task?a=1&b=inf"
 try 400 "an unknown operation:   POST /task?a=1&b=2&operation=power" \
   -X POST "${BASE_URL}/task?a=1&b=2&operation=power"
+try 400 "an argument the route does not use:  GET /add?a=1&b=2&operation=multiply" \
+  "${BASE_URL}/add?a=1&b=2&operation=multiply"
+try 400 "a number sent as a JSON string:    POST /task with {\"a\": \"1\", \"b\": 2}" \
+  -X POST -H 'Content-Type: application/json' --data '{"a": "1", "b": 2}' "${BASE_URL}/task"
 try 404 "an unknown task:        GET /tasks/<32 zeros>/status" \
   "${BASE_URL}/tasks/00000000000000000000000000000000/status"
 try 404 "an unknown route:       GET /nowhere" \

@@ -316,3 +316,16 @@ def test_axe_finds_no_accessibility_violation_on_a_desktop_or_a_phone(dashboard)
 
     assert desktop.violations_count == 0, desktop.generate_report()
     assert phone.violations_count == 0, phone.generate_report()
+
+
+def test_the_cells_legend_explains_every_look_a_burst_cell_can_take():
+    """Every state the stylesheet draws a burst cell in (outlined, filled,
+    striped, crossed out) has a line in the legend beside the grid, and the
+    legend names no state the cells never take."""
+    css = (ROOT / "static" / "app.css").read_text()
+    html = (ROOT / "static" / "index.html").read_text()
+    # A cell with no status rule of its own keeps the plain .cell look: waiting.
+    drawn = set(re.findall(r'\.cell\[data-status="(\w+)"\]', css)) | {"pending"}
+    legend = html.split('class="legend cells-legend"')[1].split("</ul>")[0]
+    explained = re.findall(r'<span class="cell" data-status="(\w+)"[^>]*></span> \S', legend)
+    assert sorted(explained) == sorted(drawn)

@@ -17,6 +17,7 @@ import socket
 import subprocess
 import sys
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -91,6 +92,81 @@ def test_thirty_tasks_through_nginx_are_spread_over_every_node_and_several_worke
     checkers = Counter(status["checked_by"] for status in final.values())
     assert len(checkers) > 1, checkers
     session.close()
+
+
+#: The original project's load test: clients that each submit tasks and poll
+#: them until done, and clients that keep loading the dashboard.
+SUBMITTERS, TASKS_EACH, PAGE_LOADERS = 12, 5, 10
+
+
+def poll_until_ended(session: requests.Session, url: str) -> dict:
+    """GET the status at ``url`` until the task is complete or failed (at
+    most 60 s); returns the last status document.
+
+    Raises:
+        AssertionError: an answer other than 200.
+    """
+    last: list[dict] = []
+
+    def ended() -> bool:
+        polled = session.get(url, timeout=30)
+        assert polled.status_code == 200, polled.text
+        last.append(polled.json())
+        return last[-1]["status"] in ("complete", "failed")
+
+    wait_for(ended, timeout=60, interval=0.1, what=f"task {url}")
+    return last[-1]
+
+
+def submit_and_poll(url: str, client: int) -> list[tuple[int, dict]]:
+    """One client of the load test: TASKS_EACH tasks, each posted and then
+    polled until it ends; returns (expected sum, last status) for each.
+
+    Raises:
+        AssertionError: an answer other than 202 or 200.
+    """
+    finished = []
+    with requests.Session() as session:
+        for n in range(TASKS_EACH):
+            posted = session.post(f"{url}/task", params={"a": client, "b": n}, timeout=30)
+            assert posted.status_code == 202, posted.text
+            status = poll_until_ended(session, url + posted.headers["Location"])
+            finished.append((client + n, status))
+    return finished
+
+
+def load_the_page(url: str, done) -> Counter:
+    """One client loading / and the files it names, again and again until
+    ``done()`` (at most 200 rounds); returns the count of each status code."""
+    codes: Counter = Counter()
+    with requests.Session() as session:
+        for _ in range(200):
+            page = session.get(f"{url}/", timeout=30)
+            codes[page.status_code] += 1
+            for asset in re.findall(r'(?:href|src)="(static/[^"]+)"', page.text):
+                codes[session.get(f"{url}/{asset}", timeout=30).status_code] += 1
+            if done():
+                break
+    return codes
+
+
+def test_twelve_clients_submitting_and_polling_and_ten_loading_the_page_run_clean(cluster):
+    with ThreadPoolExecutor(SUBMITTERS + PAGE_LOADERS) as pool:
+        submitters = [
+            pool.submit(submit_and_poll, cluster.url, client) for client in range(SUBMITTERS)
+        ]
+        loaders = [
+            pool.submit(load_the_page, cluster.url, lambda: all(f.done() for f in submitters))
+            for _ in range(PAGE_LOADERS)
+        ]
+        finished = [pair for future in submitters for pair in future.result()]
+        codes = sum((future.result() for future in loaders), Counter())
+
+    assert len(finished) == SUBMITTERS * TASKS_EACH
+    for total, status in finished:
+        assert (status["status"], status["result"], status["attempts"]) == ("complete", total, 1)
+    assert set(codes) == {200}, codes
+    assert codes[200] >= PAGE_LOADERS * 2, "every loader fetched the page and its files"
 
 
 def test_the_whoami_round_robin_visits_every_node_in_turn(cluster):

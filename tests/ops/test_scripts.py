@@ -7,7 +7,8 @@ its lesson says; these tests also check what it printed. Plus shellcheck
 process listed with its pid in the banner, in /cluster and in ``ps``.
 
 The lab's cluster runs short work (0.5 s) and leases (2 s) so the whole file
-takes about a minute on a quiet machine.
+takes about a minute and a half on a lightly loaded 2-core machine (load
+average 7-20), and 8 minutes with its cores shared by 20-40 busy programs.
 """
 
 from __future__ import annotations
@@ -97,7 +98,20 @@ def lab(tmp_path_factory):
         running.stop()
 
 
-def run(script: str, lab: Lab, timeout: float = 120, base_url: bool = True, **env: str) -> str:
+#: Longest a script may take, seconds. The labs are CPU work by design (lab
+#: 5: 7 s of CPU with the test's 0.5 s work); on a 2-core machine shared with
+#: 20-40 other busy programs that is minutes, not seconds.
+SCRIPT_SECONDS = 280
+
+#: Each test runs one script (plus the shared lab's start, up to 120 s, in
+#: the first test that uses it). pytest-timeout's own kill would leave the
+#: lab cluster running: the scripts' limit comes first.
+pytestmark = pytest.mark.timeout(SCRIPT_SECONDS + 130)
+
+
+def run(
+    script: str, lab: Lab, timeout: float = SCRIPT_SECONDS, base_url: bool = True, **env: str
+) -> str:
     """Run one script as a program (its shebang, its exec bit) against the
     lab; return its output. ``base_url=False`` leaves BASE_URL unset, as a
     student would. Fails the test on a non-zero exit or a Python traceback."""
@@ -310,10 +324,14 @@ def test_04_every_node_answers_for_the_same_task_with_the_same_answer(lab):
 
 
 def test_05_threads_share_one_lock_while_processes_run_side_by_side(lab):
-    output = run("05-threads-vs-processes.sh", lab, N="2")
-    threads = float(re.search(r"2 threads of one process: .* = (\S+) x alone", output).group(1))
+    output = run("05-threads-vs-processes.sh", lab, N="2", ROUNDS="2")
+    # Each figure is a ratio to a single thread measured beside the calls for
+    # the same span, so a busy machine slows both sides alike.
+    threads = float(re.search(r"2 threads of one process: +(\S+) x as long", output).group(1))
+    processes = float(re.search(r"2 worker processes: +(\S+) x as long", output).group(1))
     assert threads >= 1.4, output
-    assert "(2 different workers, at the same time: yes)" in output
+    assert processes < 1.5, output
+    assert output.count("(2 different workers, at the same time: yes)") == 2, output
 
 
 def test_06_a_burst_is_accepted_evenly_and_then_handled_by_every_worker(lab):
@@ -367,7 +385,9 @@ def test_12_inside_valkey_each_task_is_in_one_place(lab):
 def test_13_every_bad_input_gets_a_problem_document_with_the_right_status(lab):
     output = run("13-bad-input.sh", lab)
     statuses = re.findall(r"-> (\d{3}) application/problem\+json", output)
-    assert statuses == ["400", "400", "400", "400", "404", "404", "405", "415", "413"]
+    assert statuses == ["400"] * 6 + ["404", "404", "405", "415", "413"]
+    assert "'operation' is not an argument of GET /add" in output
+    assert "operand 'a' is the JSON string \"1\"; send a JSON number" in output
 
 
 def test_08_a_killed_brpop_worker_loses_its_task_for_good(lab):
@@ -378,7 +398,7 @@ def test_08_a_killed_brpop_worker_loses_its_task_for_good(lab):
 
 
 def test_07_after_killing_a_worker_a_node_nginx_and_valkey_nothing_is_lost(lab):
-    output = run("07-break-it.sh", lab, timeout=240)
+    output = run("07-break-it.sh", lab)
     assert re.search(r"task \w{32}: complete, attempts: 2, handled_by node-\d/w1", output)
     assert re.search(r'the reaper\'s log line: \{.*"reaped a lost task \(retry\)"', output)
     for part in ("node-2's supervisor", "nginx", "valkey"):
