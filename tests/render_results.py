@@ -56,7 +56,12 @@ TABLES = {
     ),
     "delay": (
         "netlab.md",
-        ["valkey_delay.before", "valkey_delay.after"],
+        [
+            "valkey_delay_batch1.before",
+            "valkey_delay_batch1.after",
+            "valkey_delay_batch32.before",
+            "valkey_delay_batch32.after",
+        ],
         [
             ("POST /task, one client, p50 ms", "post_alone_p50_ms"),
             ("POST /task, 8 clients, p50 ms", "post_p50_ms"),
@@ -124,12 +129,15 @@ def spread(values: list) -> str:
 
 
 def heading(scenario: str) -> str:
-    """``ack replica`` for ``primary_sigkill_ack_replica``, ``after`` for
-    ``valkey_delay.after``, ``measured`` for a lone scenario."""
-    name = scenario.rpartition(".")[2]
+    """``ack replica`` for ``primary_sigkill_ack_replica``, ``batch 32,
+    after`` for ``valkey_delay_batch32.after``, ``measured`` for a lone
+    scenario."""
+    prefix, _, name = scenario.rpartition(".")
     if "ack_" in name:
         return "ack " + name.rpartition("ack_")[2]
-    return name if "." in scenario else "measured"
+    if "_batch" in prefix:
+        return f"batch {prefix.rpartition('_batch')[2]}, {name}"
+    return name if prefix else "measured"
 
 
 def table(runs: list[dict], scenarios: list[str], rows: list[tuple[str, str]]) -> str:

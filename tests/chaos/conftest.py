@@ -28,7 +28,7 @@ from valkey.backoff import ExponentialBackoff
 from valkey.retry import Retry
 from valkey.sentinel import Sentinel
 
-from tests.support import alive, save_results, wait_for
+from tests.support import alive, results_reporter, wait_for
 from wizard import acl, store
 from wizard.cluster import ROOT, LocalCluster, free_port, http_ok
 from wizard.ha import MASTER_NAME
@@ -39,12 +39,7 @@ RESULTS: dict[str, dict] = {}
 pytestmark = pytest.mark.chaos
 
 
-@pytest.fixture(scope="session", autouse=True)
-def report_results():
-    yield
-    if RESULTS:
-        save_results(ROOT / "var" / "chaos-results.json", RESULTS)
-        print("\nchaos results:", json.dumps(RESULTS, sort_keys=True))
+report_results = results_reporter(ROOT / "var" / "chaos-results.json", RESULTS, "chaos")
 
 
 @pytest.fixture
@@ -193,7 +188,13 @@ class Chaos:
 
     def load(self, clients: int = 4, limit: int = 5000) -> Load:
         """Clients submitting one task after another until the block ends
-        (each at most ``limit`` tasks)."""
+        (each at most ``limit`` tasks): every scenario's steady load. The
+        clients stop and are joined when the block ends, also on an error::
+
+            with chaos.load(limit=3000):
+                wait_for(lambda: len(chaos.accepted) >= 150, what="load before")
+                ...  # break something; the load goes on
+        """
         return Load(self, clients, limit)
 
     # --- breaking ---------------------------------------------------------

@@ -176,19 +176,7 @@ def test_valkey_killed_and_restarted_mid_run_keeps_every_accepted_task(
     chaos = start_cluster(
         nodes=3, workers=1, WIZARD_WORK_SECONDS=0.005, WIZARD_DURABLE_ACK=int(durable)
     )
-    stop = threading.Event()
-
-    def keep_submitting():
-        session = requests.Session()
-        n = 0
-        while not stop.is_set() and n < 5000:
-            chaos.submit(session, n, 1)
-            n += 1
-
-    loaders = [threading.Thread(target=keep_submitting) for _ in range(4)]
-    for loader in loaders:
-        loader.start()
-    try:
+    with chaos.load(limit=5000):
         wait_for(lambda: len(chaos.accepted) >= 200, what="load before the crash")
         chaos.cluster.kill_valkey(signum)
         refused_before = chaos.refused
@@ -196,10 +184,6 @@ def test_valkey_killed_and_restarted_mid_run_keeps_every_accepted_task(
         chaos.cluster.start_valkey()
         accepted_at_restart = len(chaos.accepted)
         wait_for(lambda: len(chaos.accepted) >= accepted_at_restart + 200, what="load after")
-    finally:
-        stop.set()
-        for loader in loaders:
-            loader.join()
 
     tasks = chaos.wait_all_finished(timeout=90)
 
@@ -294,29 +278,16 @@ def test_a_poison_task_is_dead_lettered_while_other_tasks_keep_completing(start_
         WIZARD_CHAOS_OPERATIONS=1,
         WIZARD_MAX_ATTEMPTS=3,
     )
-    session = requests.Session()
-    chaos.submit(session, 1, 1, "crash")
+    chaos.submit(requests.Session(), 1, 1, "crash")
     (poison,) = chaos.accepted
     chaos.accepted.clear()
-    stop = threading.Event()
 
-    def keep_submitting():
-        n = 0
-        while not stop.is_set() and n < 3000:
-            chaos.submit(session, n, 2)
-            n += 1
-
-    loader = threading.Thread(target=keep_submitting)
-    loader.start()
-    try:
+    with chaos.load(clients=1, limit=3000):
         wait_for(
             lambda: poison in chaos.valkey.lrange(store.DEAD_LETTER_QUEUE, 0, -1),
             timeout=45,
             what="the poison task reaches the dead-letter queue",
         )
-    finally:
-        stop.set()
-        loader.join()
 
     dead = chaos.valkey.hgetall(store.task_key(poison))
     assert dead["status"] == "failed" and dead["reason"] == "worker_lost"
