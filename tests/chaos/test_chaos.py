@@ -200,10 +200,17 @@ def test_valkey_killed_and_restarted_mid_run_keeps_every_accepted_task(
     }
 
 
+#: Simulated work per task in the node-stop scenarios, CPU-seconds. It was
+#: 50 ms when the work was a sleep; as CPU work, 600 such tasks (30
+#: CPU-seconds) outlasted the 90 s wait on a loaded 2-core machine.
+CPU_WORK_SECONDS = 0.01
+
+
 def test_sigterm_to_one_node_during_a_burst_loses_nothing_and_leaves_nothing_running(
     start_cluster,
 ):
-    chaos = start_cluster(nodes=3, workers=2, WIZARD_WORK_SECONDS=0.05)
+    # Each worker is mid-task all through the burst: all the scenario needs.
+    chaos = start_cluster(nodes=3, workers=2, WIZARD_WORK_SECONDS=CPU_WORK_SECONDS)
     loader = threading.Thread(target=chaos.submit_many, args=(600,))
     loader.start()
     wait_for(lambda: len(chaos.accepted) >= 150, what="the burst is under way")
@@ -234,7 +241,7 @@ def test_sigkill_of_a_node_supervisor_ends_all_its_children_and_the_restart_lose
     # A supervisor cannot catch SIGKILL: its children (api, workers,
     # scheduler) must still end, told by Linux (PR_SET_PDEATHSIG), so the
     # node can come back on its port with no orphan worker left running.
-    chaos = start_cluster(nodes=2, workers=2, WIZARD_WORK_SECONDS=0.05)
+    chaos = start_cluster(nodes=2, workers=2, WIZARD_WORK_SECONDS=CPU_WORK_SECONDS)
     loader = threading.Thread(target=chaos.submit_many, args=(300,))
     loader.start()
     wait_for(lambda: len(chaos.accepted) >= 100, what="the burst is under way")
