@@ -186,16 +186,17 @@ class Chaos:
         target = len(self.accepted) + more
         wait_for(lambda: len(self.accepted) >= target, timeout=timeout, what=f"{more} more 202s")
 
-    def load(self, clients: int = 4, limit: int = 5000) -> Load:
+    def load(self, clients: int = 4, limit: int = 5000, backlog: int | None = None) -> Load:
         """Clients submitting one task after another until the block ends
-        (each at most ``limit`` tasks): every scenario's steady load. The
-        clients stop and are joined when the block ends, also on an error::
+        (each at most ``limit`` tasks, and none while more than ``backlog``
+        wait in the queue): every scenario's steady load. The clients stop
+        and are joined when the block ends, also on an error::
 
             with chaos.load(limit=3000):
                 wait_for(lambda: len(chaos.accepted) >= 150, what="load before")
                 ...  # break something; the load goes on
         """
-        return Load(self, clients, limit)
+        return Load(self, clients, limit, backlog)
 
     # --- breaking ---------------------------------------------------------
 
@@ -349,11 +350,17 @@ def _host_port(address: str) -> tuple[str, int]:
 
 class Load:
     """A context manager: ``clients`` threads submit tasks through the
-    gateway, one after another, until the block ends."""
+    gateway, one after another, until the block ends.
 
-    def __init__(self, chaos: Chaos, clients: int, limit: int) -> None:
+    With ``backlog``, a client holds its next task while more than
+    ``backlog`` tasks wait in the queue: the load goes on through every
+    fault, but the work left when the block ends stays bounded however slow
+    the machine is (the simulated work is CPU time)."""
+
+    def __init__(self, chaos: Chaos, clients: int, limit: int, backlog: int | None) -> None:
         self.chaos = chaos
         self.limit = limit
+        self.backlog = backlog
         self.stop = threading.Event()
         self.threads = [threading.Thread(target=self._submit) for _ in range(clients)]
 
@@ -361,9 +368,22 @@ class Load:
         session = requests.Session()
         n = 0
         while not self.stop.is_set() and n < self.limit:
+            if self._queue_full():
+                self.stop.wait(0.05)
+                continue
             self.chaos.submit(session, n, 1)
             n += 1
         session.close()
+
+    def _queue_full(self) -> bool:
+        if self.backlog is None:
+            return False
+        try:
+            return self.chaos.valkey.llen(store.TASK_QUEUE) > self.backlog
+        except valkey.ValkeyError:
+            # Valkey is in trouble (the scenario's fault): submit anyway, the
+            # API answers for itself.
+            return False
 
     def __enter__(self) -> Load:
         for thread in self.threads:
