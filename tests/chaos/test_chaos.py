@@ -304,11 +304,17 @@ def test_a_poison_task_is_dead_lettered_while_other_tasks_keep_completing(start_
     tasks = chaos.wait_all_finished(timeout=60)
     complete = sum(t["status"] == "complete" for t in tasks.values())
     assert complete == len(tasks)
-    assert complete > 100, "other tasks kept completing meanwhile"
+    # While the poison task crashed one worker after another, the others
+    # went on: tasks finished before it was dead-lettered. (How many depends
+    # on the machine's speed: on a loaded one, fewer than 100.)
+    died_at = float(dead["finished_at"])
+    meanwhile = sum(float(t["finished_at"]) < died_at for t in tasks.values())
+    assert meanwhile > 0, "no other task completed while the poison task was retried"
     RESULTS["poison_task"] = {
         "poison_attempts": int(dead["attempts"]),
         "dead_lettered": len(dead_lettered),
-        "other_tasks_completed_meanwhile": complete,
+        "other_tasks_completed_meanwhile": meanwhile,
+        "other_tasks_completed": complete,
     }
 
 

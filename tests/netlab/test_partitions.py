@@ -25,8 +25,16 @@ from wizard import store
 pytestmark = pytest.mark.chaos
 
 
+#: Simulated work per task in the cut-off scenario, CPU-seconds: long enough
+#: that the workers fall behind the burst (node-2 always holds a task while
+#: the queue has some), short enough that 300 tasks (9 CPU-seconds) end in
+#: the test's time on a loaded 2-core machine (100 ms, 30 CPU-seconds, did
+#: not at a load average of 45).
+CUT_WORK_SECONDS = 0.03
+
+
 def test_a_node_host_cut_off_mid_burst_loses_nothing_and_writes_no_outcome_twice(start_lab):
-    chaos = start_lab(nodes=3, workers=1, WIZARD_WORK_SECONDS=0.1)
+    chaos = start_lab(nodes=3, workers=1, WIZARD_WORK_SECONDS=CUT_WORK_SECONDS)
     net = chaos.cluster.network
     loader = threading.Thread(target=chaos.submit_many, args=(300,), kwargs={"threads": 4})
     loader.start()
