@@ -16,12 +16,12 @@ from collections import Counter
 import pytest
 import requests
 
-from tests.chaos.conftest import RESULTS, every
+from tests.chaos.conftest import CHAOS_TEST_SECONDS, RESULTS, every
 from tests.support import wait_for
 from wizard import store
 from wizard.processes import children_of, process_start
 
-pytestmark = pytest.mark.chaos
+pytestmark = [pytest.mark.chaos, pytest.mark.timeout(CHAOS_TEST_SECONDS)]
 
 
 @pytest.mark.parametrize("batch", [1, 32], ids=["batch1", "batch32"])
@@ -47,7 +47,7 @@ def test_sigkill_of_a_random_worker_every_half_second_loses_and_duplicates_nothi
     every(0.5, 20, lambda: killed_tasks.update(chaos.kill_random_worker(rng)))
     loader.join()
 
-    tasks = chaos.wait_all_finished(timeout=120)
+    tasks = chaos.wait_all_finished()
 
     assert chaos.answers_by_status() == {"202": 2000}, chaos.answers_by_status()
     complete = [i for i, t in tasks.items() if t["status"] == "complete"]
@@ -185,7 +185,7 @@ def test_valkey_killed_and_restarted_mid_run_keeps_every_accepted_task(
         accepted_at_restart = len(chaos.accepted)
         wait_for(lambda: len(chaos.accepted) >= accepted_at_restart + 200, what="load after")
 
-    tasks = chaos.wait_all_finished(timeout=90)
+    tasks = chaos.wait_all_finished()
 
     lost = [i for i, t in tasks.items() if t.get("status") != "complete"]
     assert lost == [], f"{len(lost)} accepted tasks did not complete: {lost[:3]}"
@@ -219,7 +219,7 @@ def test_sigterm_to_one_node_during_a_burst_loses_nothing_and_leaves_nothing_run
     loader.join()
 
     assert exit_code == 0
-    tasks = chaos.wait_all_finished(timeout=90)
+    tasks = chaos.wait_all_finished()
     complete = sum(t["status"] == "complete" for t in tasks.values())
     assert complete == len(chaos.accepted)
     left_running = sum(bool(t.get("lease_owner")) for t in tasks.values())
@@ -261,7 +261,7 @@ def test_sigkill_of_a_node_supervisor_ends_all_its_children_and_the_restart_lose
     chaos.cluster.start_node("node-1")  # what `wizard up` does for a dead part
     chaos.cluster.wait_node_ready("node-1")
     loader.join()
-    tasks = chaos.wait_all_finished(timeout=90)
+    tasks = chaos.wait_all_finished()
     complete = [i for i, t in tasks.items() if t["status"] == "complete"]
     assert len(complete) == len(chaos.accepted)
     assert [i for i in complete if int(tasks[i]["result"]) != chaos.accepted[i]] == []
@@ -301,7 +301,7 @@ def test_a_poison_task_is_dead_lettered_while_other_tasks_keep_completing(start_
     assert dead["attempts"] == "3"
     dead_lettered = chaos.valkey.lrange(store.DEAD_LETTER_QUEUE, 0, -1)
     assert dead_lettered == [poison]
-    tasks = chaos.wait_all_finished(timeout=60)
+    tasks = chaos.wait_all_finished()
     complete = sum(t["status"] == "complete" for t in tasks.values())
     assert complete == len(tasks)
     # While the poison task crashed one worker after another, the others

@@ -29,10 +29,10 @@ import time
 
 import pytest
 
-from tests.chaos.conftest import RESULTS
+from tests.chaos.conftest import CHAOS_TEST_SECONDS, RESULTS
 from tests.support import wait_for
 
-pytestmark = pytest.mark.chaos
+pytestmark = [pytest.mark.chaos, pytest.mark.timeout(CHAOS_TEST_SECONDS)]
 
 
 @pytest.mark.parametrize("ack", ["aof", "replica"])

@@ -18,11 +18,12 @@ import pytest
 import requests
 import valkey
 
+from tests.chaos.conftest import CHAOS_TEST_SECONDS
 from tests.netlab.conftest import RESULTS
 from tests.support import wait_for
 from wizard import store
 
-pytestmark = pytest.mark.chaos
+pytestmark = [pytest.mark.chaos, pytest.mark.timeout(CHAOS_TEST_SECONDS)]
 
 
 #: Simulated work per task in the cut-off scenario, CPU-seconds: long enough
@@ -63,7 +64,7 @@ def test_a_node_host_cut_off_mid_burst_loses_nothing_and_writes_no_outcome_twice
 
     # node-2's worker sent its result while cut off; TCP delivers it late.
     wait_for(lambda: chaos.stat("fenced_writes") >= 1, timeout=30, what="the late write refused")
-    tasks = chaos.wait_all_finished(timeout=90)
+    tasks = chaos.wait_all_finished()
     # Created (by a node, in Valkey) after the cable was pulled, not after
     # the client read its 202: a 202 node-2 sent just before is not routing.
     during_cut = {i for i, t in tasks.items() if cut_wall < float(t["created_at"]) < healed_wall}
@@ -176,7 +177,7 @@ def measure_burst(chaos, *, tasks: int) -> dict:
     with ThreadPoolExecutor(8) as pool:
         list(pool.map(one, range(tasks)))
     submitted = time.perf_counter() - started
-    finished = chaos.wait_all_finished(timeout=120)
+    finished = chaos.wait_all_finished()
     elapsed = time.perf_counter() - started
     workers = len(chaos.workers())
     latencies.sort()
@@ -226,7 +227,7 @@ def test_the_primary_partitioned_away_fails_over_refuses_writes_and_loses_no_ack
     wait_for(lambda: role_of(old) == "slave", timeout=60, what="the old primary rejoins as replica")
     tasks = chaos.statuses()
     lost = [i for i, t in tasks.items() if not t]
-    finished = chaos.wait_all_finished(timeout=90) if not lost else tasks
+    finished = chaos.wait_all_finished() if not lost else tasks
     executed_twice = [i for i, n in chaos.completions_logged().items() if n > 1]
     RESULTS["partition_primary"] = {
         "durable_ack": "replica",
@@ -303,7 +304,7 @@ def test_a_primary_cut_from_its_replicas_but_not_its_clients_shows_what_the_repl
     lost = {i for i, t in tasks.items() if not t}
     known = {i: t for i, t in tasks.items() if t}
     chaos.accepted = {i: r for i, r in chaos.accepted.items() if i not in lost}
-    finished = chaos.wait_all_finished(timeout=90)
+    finished = chaos.wait_all_finished()
     counts = {
         "durable_ack": ack,
         "accepted": len(tasks),
