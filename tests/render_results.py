@@ -56,7 +56,12 @@ TABLES = {
     ),
     "delay": (
         "netlab.md",
-        ["valkey_delay.before", "valkey_delay.after"],
+        [
+            "valkey_delay_batch1.before",
+            "valkey_delay_batch1.after",
+            "valkey_delay_batch32.before",
+            "valkey_delay_batch32.after",
+        ],
         [
             ("POST /task, one client, p50 ms", "post_alone_p50_ms"),
             ("POST /task, 8 clients, p50 ms", "post_p50_ms"),
@@ -98,12 +103,38 @@ TABLES = {
 
 def load(paths: list[Path]) -> list[dict]:
     """One merged dict per run: files of the same run share a suffix
-    (``chaos-3.json`` + ``netlab-3.json``), so merge by name after the dash."""
+    (``chaos-3.json`` + ``netlab-3.json``), so merge by name after the dash.
+    The run's ``_started`` is the earliest of its files, ``_finished`` the
+    latest (Unix seconds, from tests.support.results_reporter)."""
     runs: dict[str, dict] = {}
     for path in paths:
         run_name = path.stem.rpartition("-")[2]
-        runs.setdefault(run_name, {}).update(json.loads(path.read_text()))
+        found = json.loads(path.read_text())
+        run = runs.setdefault(run_name, {})
+        for key, pick in (("_started", min), ("_finished", max)):
+            if key in run and key in found:
+                found[key] = pick(run[key], found[key])
+        run.update(found)
     return list(runs.values())
+
+
+def seconds(run: dict) -> float | None:
+    """How long a run took from its first scenario to the end of its
+    session, seconds (None for a file written before this was recorded)."""
+    if "_started" not in run or "_finished" not in run:
+        return None
+    return round(run["_finished"] - run["_started"])
+
+
+def runs_table(runs: list[dict]) -> str:
+    """The runs the tables were rendered from: how many, and how long."""
+    return "\n".join(
+        [
+            "| runs rendered | seconds each, first scenario to last |",
+            "|---|---|",
+            f"| {len(runs)} | {spread([seconds(run) for run in runs])} |",
+        ]
+    )
 
 
 def value(run: dict, key: str):
@@ -124,12 +155,15 @@ def spread(values: list) -> str:
 
 
 def heading(scenario: str) -> str:
-    """``ack replica`` for ``primary_sigkill_ack_replica``, ``after`` for
-    ``valkey_delay.after``, ``measured`` for a lone scenario."""
-    name = scenario.rpartition(".")[2]
+    """``ack replica`` for ``primary_sigkill_ack_replica``, ``batch 32,
+    after`` for ``valkey_delay_batch32.after``, ``measured`` for a lone
+    scenario."""
+    prefix, _, name = scenario.rpartition(".")
     if "ack_" in name:
         return "ack " + name.rpartition("ack_")[2]
-    return name if "." in scenario else "measured"
+    if "_batch" in prefix:
+        return f"batch {prefix.rpartition('_batch')[2]}, {name}"
+    return name if prefix else "measured"
 
 
 def table(runs: list[dict], scenarios: list[str], rows: list[tuple[str, str]]) -> str:
@@ -145,15 +179,26 @@ def table(runs: list[dict], scenarios: list[str], rows: list[tuple[str, str]]) -
 def render(paths: list[Path]) -> None:
     """Replace every results table in the docs with the runs in ``paths``."""
     runs = load(paths)
+    replace("chaos.md", "runs", runs_table(runs))
     for name, (document, scenarios, rows) in TABLES.items():
-        path = DOCS / document
-        text = path.read_text()
-        block = f"<!-- results:{name} -->\n{table(runs, scenarios, rows)}\n<!-- /results:{name} -->"
-        pattern = re.compile(rf"<!-- results:{name} -->.*?<!-- /results:{name} -->", re.S)
-        if pattern.search(text) is None:
-            raise SystemExit(f"{document} has no <!-- results:{name} --> block")
-        start, end = pattern.search(text).span()
-        path.write_text(text[:start] + block + text[end:])
+        replace(document, name, table(runs, scenarios, rows))
+
+
+def replace(document: str, name: str, rendered: str) -> None:
+    """Put ``rendered`` between the ``results:NAME`` markers of ``document``.
+
+    Raises:
+        SystemExit: the document has no such block.
+    """
+    path = DOCS / document
+    text = path.read_text()
+    block = f"<!-- results:{name} -->\n{rendered}\n<!-- /results:{name} -->"
+    pattern = re.compile(rf"<!-- results:{name} -->.*?<!-- /results:{name} -->", re.S)
+    found = pattern.search(text)
+    if found is None:
+        raise SystemExit(f"{document} has no <!-- results:{name} --> block")
+    start, end = found.span()
+    path.write_text(text[:start] + block + text[end:])
 
 
 if __name__ == "__main__":

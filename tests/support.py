@@ -17,6 +17,8 @@ from typing import TypeVar
 from urllib.parse import urlencode
 from wsgiref.util import setup_testing_defaults
 
+import pytest
+
 from wizard.processes import process_start
 
 T = TypeVar("T")
@@ -101,8 +103,37 @@ def save_results(path: Path, results: dict) -> None:
             # No file yet, or one cut short by an interrupted run: start afresh.
             stored = {}
         merged = stored if stored.get("_run") == run else {"_run": run}
+        earlier = dict(merged)
         merged.update(results)
+        # Several processes of one run: the run spans from the first start
+        # to the last finish.
+        for key, pick in (("_started", min), ("_finished", max)):
+            if key in earlier and key in results:
+                merged[key] = pick(earlier[key], results[key])
         path.write_text(json.dumps(merged, indent=2, sort_keys=True))
+
+
+def results_reporter(path: Path, results: dict, title: str):
+    """A session-scoped, autouse pytest fixture for a conftest: once the
+    session ends, it merges ``results`` (scenario name -> counts, filled by
+    the tests) into ``path`` with :func:`save_results` and prints them under
+    ``title``. It also records ``_started`` and ``_finished`` (Unix seconds:
+    from the first test of its directory to the end of the session), so a
+    run's duration is measured, not typed. Use::
+
+        report_results = results_reporter(ROOT / "var" / "chaos-results.json", RESULTS, "chaos")
+    """
+
+    @pytest.fixture(scope="session", autouse=True)
+    def report_results():
+        started = time.time()
+        yield
+        if results:
+            timing = {"_started": round(started, 1), "_finished": round(time.time(), 1)}
+            save_results(path, {**results, **timing})
+            print(f"\n{title} results:", json.dumps(results, sort_keys=True))
+
+    return report_results
 
 
 class WsgiResponse:

@@ -28,23 +28,31 @@ from valkey.backoff import ExponentialBackoff
 from valkey.retry import Retry
 from valkey.sentinel import Sentinel
 
-from tests.support import alive, save_results, wait_for
+from tests.support import alive, results_reporter, wait_for
 from wizard import acl, store
 from wizard.cluster import ROOT, LocalCluster, free_port, http_ok
 from wizard.ha import MASTER_NAME
+from wizard.queue.policy import MAX_BACKOFF_SECONDS
 
 #: What each scenario measured, by test name.
 RESULTS: dict[str, dict] = {}
 
+#: Time limit of one chaos or network-lab test, seconds (pytest-timeout;
+#: the suite's default is 120). A scenario's tasks are CPU work, so on a
+#: loaded machine they take longer; the waits inside fail on a stall
+#: instead (:data:`STALL_SECONDS`), this only bounds the whole.
+CHAOS_TEST_SECONDS = 300
+
+#: Seconds without any accepted task ending after which
+#: :meth:`Chaos.wait_all_finished` gives up: twice the longest retry delay
+#: (a task retried many times may wait that long in the delayed set), far
+#: above a lease (1.5 s), so only a task that will never end trips it.
+STALL_SECONDS = 2 * MAX_BACKOFF_SECONDS
+
 pytestmark = pytest.mark.chaos
 
 
-@pytest.fixture(scope="session", autouse=True)
-def report_results():
-    yield
-    if RESULTS:
-        save_results(ROOT / "var" / "chaos-results.json", RESULTS)
-        print("\nchaos results:", json.dumps(RESULTS, sort_keys=True))
+report_results = results_reporter(ROOT / "var" / "chaos-results.json", RESULTS, "chaos")
 
 
 @pytest.fixture
@@ -191,10 +199,17 @@ class Chaos:
         target = len(self.accepted) + more
         wait_for(lambda: len(self.accepted) >= target, timeout=timeout, what=f"{more} more 202s")
 
-    def load(self, clients: int = 4, limit: int = 5000) -> Load:
+    def load(self, clients: int = 4, limit: int = 5000, backlog: int | None = None) -> Load:
         """Clients submitting one task after another until the block ends
-        (each at most ``limit`` tasks)."""
-        return Load(self, clients, limit)
+        (each at most ``limit`` tasks, and none while more than ``backlog``
+        wait in the queue): every scenario's steady load. The clients stop
+        and are joined when the block ends, also on an error::
+
+            with chaos.load(limit=3000):
+                wait_for(lambda: len(chaos.accepted) >= 150, what="load before")
+                ...  # break something; the load goes on
+        """
+        return Load(self, clients, limit, backlog)
 
     # --- breaking ---------------------------------------------------------
 
@@ -245,15 +260,33 @@ class Chaos:
                 pipe.hgetall(store.task_key(task_id))
             return dict(zip(ids, pipe.execute(), strict=True))
 
-    def wait_all_finished(self, timeout: float = 60.0) -> dict[str, dict]:
-        """Wait until every accepted task is complete or failed."""
+    def wait_all_finished(self, stall: float = STALL_SECONDS) -> dict[str, dict]:
+        """Wait until every accepted task is complete or failed; return
+        every accepted task's hash, by id.
 
-        def finished():
+        The simulated work is CPU time, so how long the tasks take depends
+        on how busy the machine is; what must not happen is that they stop
+        ending. So this waits as long as tasks keep ending, and fails once
+        none has ended for ``stall`` seconds (a lost task never ends). The
+        test's own time limit (:data:`CHAOS_TEST_SECONDS`) bounds the wait.
+
+        Raises:
+            AssertionError: no task ended for ``stall`` seconds.
+        """
+        ended_most, since = -1, time.monotonic()
+        while True:
             tasks = self.statuses()
-            done = all(t.get("status") in ("complete", "failed") for t in tasks.values())
-            return tasks if done else None
-
-        return wait_for(finished, timeout=timeout, interval=0.2, what="every accepted task ends")
+            ended = sum(t.get("status") in ("complete", "failed") for t in tasks.values())
+            if ended == len(tasks):
+                return tasks
+            if ended > ended_most:
+                ended_most, since = ended, time.monotonic()
+            elif time.monotonic() - since > stall:
+                raise AssertionError(
+                    f"no accepted task ended for {stall:g} s: {len(tasks) - ended} of "
+                    f"{len(tasks)} still unfinished"
+                )
+            time.sleep(0.2)
 
     def completions_logged(self) -> dict[str, int]:
         """How many "task complete" log lines each task id has, all nodes."""
@@ -348,11 +381,17 @@ def _host_port(address: str) -> tuple[str, int]:
 
 class Load:
     """A context manager: ``clients`` threads submit tasks through the
-    gateway, one after another, until the block ends."""
+    gateway, one after another, until the block ends.
 
-    def __init__(self, chaos: Chaos, clients: int, limit: int) -> None:
+    With ``backlog``, a client holds its next task while more than
+    ``backlog`` tasks wait in the queue: the load goes on through every
+    fault, but the work left when the block ends stays bounded however slow
+    the machine is (the simulated work is CPU time)."""
+
+    def __init__(self, chaos: Chaos, clients: int, limit: int, backlog: int | None) -> None:
         self.chaos = chaos
         self.limit = limit
+        self.backlog = backlog
         self.stop = threading.Event()
         self.threads = [threading.Thread(target=self._submit) for _ in range(clients)]
 
@@ -360,9 +399,22 @@ class Load:
         session = requests.Session()
         n = 0
         while not self.stop.is_set() and n < self.limit:
+            if self._queue_full():
+                self.stop.wait(0.05)
+                continue
             self.chaos.submit(session, n, 1)
             n += 1
         session.close()
+
+    def _queue_full(self) -> bool:
+        if self.backlog is None:
+            return False
+        try:
+            return self.chaos.valkey.llen(store.TASK_QUEUE) > self.backlog
+        except valkey.ValkeyError:
+            # Valkey is in trouble (the scenario's fault): submit anyway, the
+            # API answers for itself.
+            return False
 
     def __enter__(self) -> Load:
         for thread in self.threads:

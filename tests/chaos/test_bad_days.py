@@ -18,11 +18,11 @@ import time
 import pytest
 import valkey
 
-from tests.chaos.conftest import RESULTS
+from tests.chaos.conftest import CHAOS_TEST_SECONDS, RESULTS
 from tests.support import wait_for
 from wizard import store
 
-pytestmark = pytest.mark.chaos
+pytestmark = [pytest.mark.chaos, pytest.mark.timeout(CHAOS_TEST_SECONDS)]
 
 #: How long each spell of trouble lasts, seconds.
 SPELL_SECONDS = 5.0
@@ -75,7 +75,7 @@ def test_valkey_out_of_memory_for_five_seconds_refuses_then_recovers_within_five
         ready_after = time.monotonic() - spell_end
         chaos.wait_accepted(200)
 
-    tasks = chaos.wait_all_finished(timeout=90)
+    tasks = chaos.wait_all_finished()
 
     assert "202" not in during, f"a task was accepted while Valkey was full: {during}"
     assert chaos.retry_after == chaos.answers[503], "a 503 without Retry-After"
@@ -120,7 +120,7 @@ def test_valkey_loading_a_large_aof_answers_503_then_resumes_without_a_restart(s
         chaos.wait_accepted(200)
     wait_for(chaos.all_ready, timeout=15, interval=0.1, what="every node ready again")
 
-    tasks = chaos.wait_all_finished(timeout=90)
+    tasks = chaos.wait_all_finished()
 
     assert chaos.unavailable["loading"] >= 1, f"no 503 while loading: {chaos.unavailable}"
     report = ended_well(chaos, tasks)
@@ -149,7 +149,7 @@ def test_writes_paused_for_five_seconds_stall_then_every_accepted_task_completes
         chaos.wait_accepted(200)
     wait_for(chaos.all_ready, timeout=15, interval=0.1, what="every node ready again")
 
-    tasks = chaos.wait_all_finished(timeout=90)
+    tasks = chaos.wait_all_finished()
 
     assert "202" not in during, f"a task was accepted while writes were paused: {during}"
     report = ended_well(chaos, tasks)
@@ -177,7 +177,7 @@ def test_scripts_flushed_mid_run_are_loaded_again_and_nothing_is_lost(start_clus
             chaos.valkey.script_flush()
             flushes += 1
 
-    tasks = chaos.wait_all_finished(timeout=90)
+    tasks = chaos.wait_all_finished()
 
     report = ended_well(chaos, tasks)
     assert report["run_more_than_once"] == 0
@@ -200,7 +200,7 @@ def test_every_node_connection_killed_at_once_is_reopened_and_nothing_is_lost(st
             killed += chaos.valkey.client_kill_filter(_type="normal", skipme=True)
     wait_for(chaos.all_ready, timeout=15, interval=0.1, what="every node ready again")
 
-    tasks = chaos.wait_all_finished(timeout=90)
+    tasks = chaos.wait_all_finished()
 
     assert killed >= 3 * 2 * 4, "each kill should have cut every process of both nodes"
     report = ended_well(chaos, tasks)
@@ -223,12 +223,19 @@ THREADS = {
 }
 
 
+#: Tasks that may wait in the queue in the thread-fault scenario.
+THREAD_FAULT_BACKLOG = 100
+
+
 def test_an_unexpected_error_in_each_kind_of_thread_restarts_its_process_and_loses_nothing(
     start_cluster,
 ):
     chaos = start_cluster(nodes=2, workers=1, WIZARD_WORK_SECONDS=0.01, WIZARD_CHAOS_OPERATIONS=1)
     expected: dict[str, int] = {}
-    with chaos.load():
+    # Four process restarts take long on a loaded machine; without a bound
+    # on the backlog, 4 clients piled up 1,800 tasks (18 CPU-seconds) for
+    # 2 workers, more than the test's time allows.
+    with chaos.load(backlog=THREAD_FAULT_BACKLOG):
         for thread, process in THREADS.items():
             chaos.wait_accepted(100)
             expected[process] = expected.get(process, 0) + 1
@@ -241,7 +248,7 @@ def test_an_unexpected_error_in_each_kind_of_thread_restarts_its_process_and_los
         wait_for(chaos.all_ready, timeout=30, interval=0.1, what="every node ready again")
         chaos.wait_accepted(100)
 
-    tasks = chaos.wait_all_finished(timeout=90)
+    tasks = chaos.wait_all_finished()
 
     deaths = chaos.deaths()
     assert [d["exit_code"] for d in deaths] == [3] * len(THREADS), deaths

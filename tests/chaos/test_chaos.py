@@ -16,12 +16,12 @@ from collections import Counter
 import pytest
 import requests
 
-from tests.chaos.conftest import RESULTS, every
+from tests.chaos.conftest import CHAOS_TEST_SECONDS, RESULTS, every
 from tests.support import note_running, still_running, wait_for
 from wizard import store
 from wizard.processes import children_of
 
-pytestmark = pytest.mark.chaos
+pytestmark = [pytest.mark.chaos, pytest.mark.timeout(CHAOS_TEST_SECONDS)]
 
 
 @pytest.mark.parametrize("batch", [1, 32], ids=["batch1", "batch32"])
@@ -47,7 +47,7 @@ def test_sigkill_of_a_random_worker_every_half_second_loses_and_duplicates_nothi
     every(0.5, 20, lambda: killed_tasks.update(chaos.kill_random_worker(rng)))
     loader.join()
 
-    tasks = chaos.wait_all_finished(timeout=120)
+    tasks = chaos.wait_all_finished()
 
     assert chaos.answers_by_status() == {"202": 2000}, chaos.answers_by_status()
     complete = [i for i, t in tasks.items() if t["status"] == "complete"]
@@ -176,19 +176,7 @@ def test_valkey_killed_and_restarted_mid_run_keeps_every_accepted_task(
     chaos = start_cluster(
         nodes=3, workers=1, WIZARD_WORK_SECONDS=0.005, WIZARD_DURABLE_ACK=int(durable)
     )
-    stop = threading.Event()
-
-    def keep_submitting():
-        session = requests.Session()
-        n = 0
-        while not stop.is_set() and n < 5000:
-            chaos.submit(session, n, 1)
-            n += 1
-
-    loaders = [threading.Thread(target=keep_submitting) for _ in range(4)]
-    for loader in loaders:
-        loader.start()
-    try:
+    with chaos.load(limit=5000):
         wait_for(lambda: len(chaos.accepted) >= 200, what="load before the crash")
         chaos.cluster.kill_valkey(signum)
         refused_before = chaos.refused
@@ -196,12 +184,8 @@ def test_valkey_killed_and_restarted_mid_run_keeps_every_accepted_task(
         chaos.cluster.start_valkey()
         accepted_at_restart = len(chaos.accepted)
         wait_for(lambda: len(chaos.accepted) >= accepted_at_restart + 200, what="load after")
-    finally:
-        stop.set()
-        for loader in loaders:
-            loader.join()
 
-    tasks = chaos.wait_all_finished(timeout=90)
+    tasks = chaos.wait_all_finished()
 
     lost = [i for i, t in tasks.items() if t.get("status") != "complete"]
     assert lost == [], f"{len(lost)} accepted tasks did not complete: {lost[:3]}"
@@ -216,10 +200,17 @@ def test_valkey_killed_and_restarted_mid_run_keeps_every_accepted_task(
     }
 
 
+#: Simulated work per task in the node-stop scenarios, CPU-seconds. It was
+#: 50 ms when the work was a sleep; as CPU work, 600 such tasks (30
+#: CPU-seconds) outlasted the 90 s wait on a loaded 2-core machine.
+CPU_WORK_SECONDS = 0.01
+
+
 def test_sigterm_to_one_node_during_a_burst_loses_nothing_and_leaves_nothing_running(
     start_cluster,
 ):
-    chaos = start_cluster(nodes=3, workers=2, WIZARD_WORK_SECONDS=0.05)
+    # Each worker is mid-task all through the burst: all the scenario needs.
+    chaos = start_cluster(nodes=3, workers=2, WIZARD_WORK_SECONDS=CPU_WORK_SECONDS)
     loader = threading.Thread(target=chaos.submit_many, args=(600,))
     loader.start()
     wait_for(lambda: len(chaos.accepted) >= 150, what="the burst is under way")
@@ -228,7 +219,7 @@ def test_sigterm_to_one_node_during_a_burst_loses_nothing_and_leaves_nothing_run
     loader.join()
 
     assert exit_code == 0
-    tasks = chaos.wait_all_finished(timeout=90)
+    tasks = chaos.wait_all_finished()
     complete = sum(t["status"] == "complete" for t in tasks.values())
     assert complete == len(chaos.accepted)
     left_running = sum(bool(t.get("lease_owner")) for t in tasks.values())
@@ -250,7 +241,7 @@ def test_sigkill_of_a_node_supervisor_ends_all_its_children_and_the_restart_lose
     # A supervisor cannot catch SIGKILL: its children (api, workers,
     # scheduler) must still end, told by Linux (PR_SET_PDEATHSIG), so the
     # node can come back on its port with no orphan worker left running.
-    chaos = start_cluster(nodes=2, workers=2, WIZARD_WORK_SECONDS=0.05)
+    chaos = start_cluster(nodes=2, workers=2, WIZARD_WORK_SECONDS=CPU_WORK_SECONDS)
     loader = threading.Thread(target=chaos.submit_many, args=(300,))
     loader.start()
     wait_for(lambda: len(chaos.accepted) >= 100, what="the burst is under way")
@@ -270,7 +261,7 @@ def test_sigkill_of_a_node_supervisor_ends_all_its_children_and_the_restart_lose
     chaos.cluster.start_node("node-1")  # what `wizard up` does for a dead part
     chaos.cluster.wait_node_ready("node-1")
     loader.join()
-    tasks = chaos.wait_all_finished(timeout=90)
+    tasks = chaos.wait_all_finished()
     complete = [i for i, t in tasks.items() if t["status"] == "complete"]
     assert len(complete) == len(chaos.accepted)
     assert [i for i in complete if int(tasks[i]["result"]) != chaos.accepted[i]] == []
@@ -294,43 +285,36 @@ def test_a_poison_task_is_dead_lettered_while_other_tasks_keep_completing(start_
         WIZARD_CHAOS_OPERATIONS=1,
         WIZARD_MAX_ATTEMPTS=3,
     )
-    session = requests.Session()
-    chaos.submit(session, 1, 1, "crash")
+    chaos.submit(requests.Session(), 1, 1, "crash")
     (poison,) = chaos.accepted
     chaos.accepted.clear()
-    stop = threading.Event()
 
-    def keep_submitting():
-        n = 0
-        while not stop.is_set() and n < 3000:
-            chaos.submit(session, n, 2)
-            n += 1
-
-    loader = threading.Thread(target=keep_submitting)
-    loader.start()
-    try:
+    with chaos.load(clients=1, limit=3000):
         wait_for(
             lambda: poison in chaos.valkey.lrange(store.DEAD_LETTER_QUEUE, 0, -1),
             timeout=45,
             what="the poison task reaches the dead-letter queue",
         )
-    finally:
-        stop.set()
-        loader.join()
 
     dead = chaos.valkey.hgetall(store.task_key(poison))
     assert dead["status"] == "failed" and dead["reason"] == "worker_lost"
     assert dead["attempts"] == "3"
     dead_lettered = chaos.valkey.lrange(store.DEAD_LETTER_QUEUE, 0, -1)
     assert dead_lettered == [poison]
-    tasks = chaos.wait_all_finished(timeout=60)
+    tasks = chaos.wait_all_finished()
     complete = sum(t["status"] == "complete" for t in tasks.values())
     assert complete == len(tasks)
-    assert complete > 100, "other tasks kept completing meanwhile"
+    # While the poison task crashed one worker after another, the others
+    # went on: tasks finished before it was dead-lettered. (How many depends
+    # on the machine's speed: on a loaded one, fewer than 100.)
+    died_at = float(dead["finished_at"])
+    meanwhile = sum(float(t["finished_at"]) < died_at for t in tasks.values())
+    assert meanwhile > 0, "no other task completed while the poison task was retried"
     RESULTS["poison_task"] = {
         "poison_attempts": int(dead["attempts"]),
         "dead_lettered": len(dead_lettered),
-        "other_tasks_completed_meanwhile": complete,
+        "other_tasks_completed_meanwhile": meanwhile,
+        "other_tasks_completed": complete,
     }
 
 

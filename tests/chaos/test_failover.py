@@ -25,16 +25,14 @@ Counted by code and recorded in RESULTS (docs/chaos.md shows them).
 from __future__ import annotations
 
 import signal
-import threading
 import time
 
 import pytest
-import requests
 
-from tests.chaos.conftest import RESULTS
+from tests.chaos.conftest import CHAOS_TEST_SECONDS, RESULTS
 from tests.support import wait_for
 
-pytestmark = pytest.mark.chaos
+pytestmark = [pytest.mark.chaos, pytest.mark.timeout(CHAOS_TEST_SECONDS)]
 
 
 @pytest.mark.parametrize("ack", ["aof", "replica"])
@@ -43,19 +41,7 @@ def test_sigkill_of_the_primary_under_load_fails_over_and_counts_what_was_lost(s
         nodes=2, workers=2, ha=True, WIZARD_WORK_SECONDS=0.005, WIZARD_DURABLE_ACK=ack
     )
     ha = chaos.cluster.ha
-    stop = threading.Event()
-
-    def keep_submitting():
-        session = requests.Session()
-        n = 0
-        while not stop.is_set() and n < 5000:
-            chaos.submit(session, n, 1)
-            n += 1
-
-    loaders = [threading.Thread(target=keep_submitting) for _ in range(4)]
-    for loader in loaders:
-        loader.start()
-    try:
+    with chaos.load(limit=5000):
         wait_for(lambda: len(chaos.accepted) >= 150, timeout=30, what="load before the stall")
         old = ha.primary()
         before_kill = len(chaos.accepted)
@@ -70,10 +56,6 @@ def test_sigkill_of_the_primary_under_load_fails_over_and_counts_what_was_lost(s
             timeout=30,
             what="202s from the new primary",
         )
-    finally:
-        stop.set()
-        for loader in loaders:
-            loader.join()
 
     audit = audit_after_failover(chaos)
     counts = {

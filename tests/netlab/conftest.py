@@ -1,23 +1,23 @@
 """Harness of the network lab: the cluster spread over Linux network
 namespaces (wizard/netlab.py), loaded through its gateway host from this
-machine, faults injected with ``tc netem``.
+machine, faults injected on its bridge (a host's port down, ebtables rules)
+and by a relay that delays Valkey's replies (wizard/slowlink.py).
 
 Everything a test creates (namespaces, links, processes) is removed by the
 ``start_lab`` fixture's finalizer, even when the test fails; the finalizer
 then checks that nothing is left. What each scenario measured goes to
-``var/netlab-results.json``; ``python -m tests.netlab.report`` turns it into
-the tables of docs/netlab.md.
+``var/netlab-results.json``; ``python -m tests.render_results`` turns the
+files of several runs into the tables of docs/netlab.md.
 """
 
 from __future__ import annotations
 
-import json
 import os
 
 import pytest
 
 from tests.chaos.conftest import Chaos
-from tests.support import save_results
+from tests.support import results_reporter
 from wizard.cluster import ROOT
 from wizard.netlab import LabCluster, Network
 
@@ -27,12 +27,7 @@ RESULTS: dict[str, dict] = {}
 pytestmark = pytest.mark.chaos
 
 
-@pytest.fixture(scope="session", autouse=True)
-def report_results():
-    yield
-    if RESULTS:
-        save_results(ROOT / "var" / "netlab-results.json", RESULTS)
-        print("\nnetwork lab results:", json.dumps(RESULTS, sort_keys=True))
+report_results = results_reporter(ROOT / "var" / "netlab-results.json", RESULTS, "network lab")
 
 
 @pytest.fixture
