@@ -55,7 +55,7 @@ from waitress.task import ErrorTask
 from . import faults, logs, proctitle
 from .config import Settings
 from .loop import run_steps
-from .router import MAX_BODY_BYTES, PROBLEM_BASE, PayloadTooLarge
+from .router import MAX_BODY_BYTES, PROBLEM_BASE, HTTPError, PayloadTooLarge
 
 log = logging.getLogger(__name__)
 
@@ -179,7 +179,9 @@ def problem_body(code: int, reason: str, explanation: str, node_id: str) -> byte
     as compact JSON ending in a newline, like every answer of the API.
 
     A body over the limit (413) and headers over theirs (431) get the same
-    problem type, title and detail as the API's and the gateway's own.
+    problem type, title and detail as the API's and the gateway's own, and
+    waitress's own 500 the API's ``internal-error`` type (one type per
+    meaning, whoever answers).
     """
     problem = {
         "type": PROBLEM_BASE + reason.lower().replace(" ", "-"),
@@ -198,5 +200,7 @@ def problem_body(code: int, reason: str, explanation: str, node_id: str) -> byte
             f"the request line and headers are too large (at most "
             f"{MAX_HEADER_BYTES // 1024} KiB in all); send fewer or shorter headers"
         )
+    if code == HTTPStatus.INTERNAL_SERVER_ERROR:
+        problem["type"] = PROBLEM_BASE + HTTPError.slug
     problem["handled_by"] = node_id
     return json.dumps(problem, separators=(",", ":")).encode() + b"\n"
