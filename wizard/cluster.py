@@ -40,6 +40,7 @@ from pathlib import Path
 import valkey
 
 from . import acl, lab, membership, proctitle
+from .keeper import describe_exit
 from .config import ConfigError, Settings
 from .ha import ValkeyHA, ValkeyServer
 from .processes import (
@@ -659,7 +660,7 @@ def _watch(cluster: LocalCluster, terminal: Terminal) -> None:
             # promoted a replica: back at once, from its own AOF, it would
             # stay primary and the replicas would copy its older data.
             continue
-        terminal.say(f"{part.name} exited with code {part.process.returncode}; restarting it")
+        terminal.say(f"{_who(cluster, part)} {_how_it_ended(cluster, part)}; restarting it")
         part.kill_leftovers()
         before = part.pid
         try:
@@ -687,6 +688,21 @@ def _watch(cluster: LocalCluster, terminal: Terminal) -> None:
             terminal.say(f"could not restart {part.name}: {error}")
             continue
         terminal.say(f"{part.name} restarted: pid {now} (was {before})")
+
+
+def _who(cluster: LocalCluster, part: Part) -> str:
+    """The part's name, naming the process that ended: valkey-server for
+    Valkey under its keeper (the keeper only passes its end on)."""
+    if part is cluster.valkey and cluster.valkey.keeper_wait is not None:
+        return f"{part.name} (valkey-server pid {cluster.valkey.server_pid})"
+    return part.name
+
+
+def _how_it_ended(cluster: LocalCluster, part: Part) -> str:
+    """``killed by SIGKILL`` or ``exited with code 1``: for Valkey under its
+    keeper, what happened to valkey-server (the keeper's code says it)."""
+    keeper = part is cluster.valkey and cluster.valkey.keeper_wait is not None
+    return describe_exit(part.process.returncode, keeper=keeper)
 
 
 def _all_titles(cluster: LocalCluster) -> dict[str, int]:
@@ -717,12 +733,24 @@ def _watch_children(
     supervisor restarted it, or the launcher restarted its node); return
     the titles now."""
     now = _all_titles(cluster)
-    for title, pid in sorted(now.items()):
-        old = before.get(title)
-        if old is not None and old != pid:
-            terminal.say(f"{title} restarted: pid {pid} (was {old})")
+    for line in changed_titles(before, now):
+        terminal.say(line)
     # A title missing right now (dying, or still starting) keeps its old pid.
     return {**before, **now}
+
+
+def changed_titles(before: dict[str, int], now: dict[str, int]) -> list[str]:
+    """One line per node child whose PID changed between ``before`` and
+    ``now`` (title -> pid). A supervisor is left out: it is the node's part,
+    and the launcher, which restarted it, has already said so (one line per
+    restart)."""
+    lines = []
+    for title, pid in sorted(now.items()):
+        old = before.get(title)
+        if title.endswith(" supervisor") or old is None or old == pid:
+            continue
+        lines.append(f"{title} restarted: pid {pid} (was {old})")
+    return lines
 
 
 def _banner(cluster: LocalCluster, titles: dict[str, int], lab_lines: list[str]) -> str:

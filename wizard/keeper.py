@@ -23,8 +23,10 @@ nginx) every KEEPER_POLL_SECONDS. On SIGTERM it looks at why:
   have exited, for at most ``--wait`` seconds (the workers' grace period plus
   the supervisor's margin), and only then stops Valkey.
 
-If Valkey exits on its own, the keeper exits too (code 1), and the launcher
-restarts it like any other part. Run as
+If Valkey exits on its own, the keeper exits too, with valkey-server's exit
+code, or 128 + N if a signal N killed it (the shell's convention: 137 for
+SIGKILL), and the launcher, which reads it back with
+:func:`describe_exit`, restarts it like any other part. Run as
 ``python -m wizard.keeper --launcher PID --wait SECONDS -- valkey-server ...``.
 """
 
@@ -43,8 +45,35 @@ from . import processes
 #: How often the keeper notes the launcher's children and checks Valkey, seconds.
 KEEPER_POLL_SECONDS = 0.2
 
-#: Exit code when Valkey exited on its own (the launcher restarts the pair).
-EXIT_VALKEY_DIED = 1
+#: Added to a signal's number for the keeper's exit code when that signal
+#: killed valkey-server (the shell's convention: 128 + 9 = 137 for SIGKILL).
+SIGNAL_EXIT_BASE = 128
+
+
+def keeper_exit_code(returncode: int) -> int:
+    """The keeper's exit code for valkey-server's ``returncode``
+    (subprocess's: negative for a signal): 128 + N for signal N, else the
+    code itself (at least 1: the keeper did not exit on request)."""
+    if returncode < 0:
+        return SIGNAL_EXIT_BASE - returncode
+    return max(returncode, 1)
+
+
+def describe_exit(returncode: int, *, keeper: bool) -> str:
+    """What happened, in words, to a part that exited with ``returncode``
+    (subprocess's); ``keeper``: the part is this keeper, so a code above
+    128 means a signal killed valkey-server. E.g. ``killed by SIGKILL``."""
+    signum = -returncode if returncode < 0 else 0
+    if keeper and returncode > SIGNAL_EXIT_BASE:
+        signum = returncode - SIGNAL_EXIT_BASE
+    if signum:
+        try:
+            name = signal.Signals(signum).name
+        except ValueError:
+            # A real-time or unknown signal has no name: give its number.
+            name = f"signal {signum}"
+        return f"killed by {name}"
+    return f"exited with code {returncode}"
 
 
 class Keeper:
@@ -60,7 +89,7 @@ class Keeper:
 
     def run(self) -> int:
         """Start Valkey, keep it until asked to stop, stop it in order.
-        Returns the exit code (0, or EXIT_VALKEY_DIED)."""
+        Returns the exit code (0, or :func:`keeper_exit_code` of Valkey's)."""
         processes.end_with_parent(self.launcher_pid)
         for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             signal.signal(signum, self._on_signal)
@@ -73,8 +102,9 @@ class Keeper:
             self._note_siblings()
             time.sleep(KEEPER_POLL_SECONDS)
         if valkey.poll() is not None:
-            print(f"keeper: valkey-server exited with code {valkey.returncode}", flush=True)
-            return EXIT_VALKEY_DIED
+            how = describe_exit(valkey.returncode, keeper=False)
+            print(f"keeper: valkey-server (pid {valkey.pid}) {how}", flush=True)
+            return keeper_exit_code(valkey.returncode)
         if not self._launcher_alive():
             self._wait_for_siblings()
         with contextlib.suppress(ProcessLookupError):

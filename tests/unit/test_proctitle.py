@@ -62,3 +62,11 @@ def test_lab_mode_gives_the_nodes_its_settings_unless_you_set_them(tmp_path):
     assert lab.node_env(tmp_path, environ={})["WIZARD_ADMIN_TOKEN"] == env["WIZARD_ADMIN_TOKEN"]
     shown = "\n".join(lab.banner_lines(tmp_path, environ={"WIZARD_RATE_BURST": "30"}))
     assert "LAB MODE" in shown and "bursts of 30" in shown and env["WIZARD_ADMIN_TOKEN"] in shown
+
+
+def test_a_node_restart_is_announced_once_not_again_for_its_supervisor():
+    from wizard.cluster import changed_titles
+
+    before = {"wizard node-3 supervisor": 10, "wizard node-3 api": 11, "wizard node-1 w1": 5}
+    now = {"wizard node-3 supervisor": 20, "wizard node-3 api": 21, "wizard node-1 w1": 5}
+    assert changed_titles(before, now) == ["wizard node-3 api restarted: pid 21 (was 11)"]
