@@ -40,9 +40,9 @@ from pathlib import Path
 import valkey
 
 from . import acl, lab, membership, proctitle
-from .keeper import describe_exit
 from .config import ConfigError, Settings
 from .ha import ValkeyHA, ValkeyServer
+from .keeper import describe_exit
 from .processes import (
     READY_TIMEOUT,
     ClusterError,
