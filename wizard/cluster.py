@@ -12,7 +12,8 @@
 
 It waits until each part is ready, prints the URLs and every process with
 its PID, and stops everything it started, by PID, on Ctrl+C or SIGTERM.
-Logs go to ``var/logs/``. It records nginx's and Valkey's PIDs in Valkey's
+Logs go to ``var/logs/``. It records nginx's and Valkey's PIDs (with ``--ha``: every
+valkey-server, with its role, and every sentinel) in Valkey's
 ``processes`` hash (each node records its own), so ``/cluster`` lists every
 process, and writes ``var/cluster.json`` (addresses and file paths, no
 secret) for the lab scripts and ``python -m wizard inspect``. A part it
@@ -270,6 +271,29 @@ class LocalCluster:
         finally:
             client.close()
 
+    def ha_roles(self) -> dict[str, str]:
+        """With HA: each valkey-server's role now (``valkey-1`` ->
+        ``primary`` or ``replica``, as the sentinels say) and each
+        sentinel's (``sentinel``); {} without HA."""
+        if self.ha is None:
+            return {}
+        primary = self.ha.primary()
+        roles = {s.name: "primary" if s is primary else "replica" for s in self.ha.servers}
+        roles.update({s.name: "sentinel" for s in self.ha.sentinels})
+        return roles
+
+    def record_ha_processes(self, only: str | None = None) -> None:
+        """With HA: record every valkey-server (role ``valkey primary`` or
+        ``valkey replica``) and every sentinel (role ``sentinel``) with
+        valkey-server's own PID, so /cluster lists them as the banner does;
+        ``only``: just the part of that name (one the watcher restarted)."""
+        roles = self.ha_roles()
+        for part in self.ha.parts() if self.ha is not None else []:
+            if only in (None, part.name):
+                role = roles[part.name]
+                role = role if role == "sentinel" else f"valkey {role}"
+                self.record_process(part.name, part.server_pid, role)
+
     def node_processes(self, name: str) -> dict[str, int]:
         """Node ``name``'s processes by title (``wizard node-1 api`` ->
         pid): its supervisor and each child that has named itself (read
@@ -468,6 +492,7 @@ http {{
             self._forget_processes()
             if self.valkey is not None:
                 self.record_process("valkey", self.valkey.server_pid, "valkey")
+            self.record_ha_processes()
             self.write_cluster_file()
             for name in self.node_ports:
                 self.start_node(name)
@@ -672,8 +697,10 @@ def _watch(cluster: LocalCluster, terminal: Terminal) -> None:
             elif cluster.ha is not None and part in cluster.ha.parts():
                 # A server comes back from its AOF; the sentinels make it a
                 # replica of whoever is primary now.
+                before = part.server_pid
                 part.start()
-                now = part.pid
+                now = part.server_pid
+                cluster.record_ha_processes(only=part.name)
             elif part is cluster.gateway:
                 cluster.start_gateway()
                 now = cluster.gateway.pid
@@ -764,10 +791,12 @@ def _banner(cluster: LocalCluster, titles: dict[str, int], lab_lines: list[str])
         f"  gateway (nginx)     {cluster.url}   pid {gateway_pid}   (round robin over the nodes)",
     ]
     if cluster.ha is not None:
-        for server in cluster.ha.servers:
-            lines.append(f"  {server.name:<19} valkey://{server.address}   pid {server.pid}")
-        sentinels = ",".join(cluster.ha.sentinel_addresses)
-        lines.append(f"  sentinels           {sentinels}   (primary: GET /cluster)")
+        roles = cluster.ha_roles()
+        for part in cluster.ha.parts():
+            scheme = "" if part in cluster.ha.sentinels else "valkey://"
+            role = roles[part.name]
+            role = "" if role == "sentinel" else f" ({role} at start)"
+            lines.append(f"  {part.name:<19} {scheme}{part.address}   pid {part.server_pid}{role}")
     elif cluster.valkey is not None:
         server = cluster.valkey
         line = f"  valkey              {cluster.valkey_url}   pid {server.server_pid}"

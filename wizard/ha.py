@@ -221,6 +221,8 @@ class SentinelServer(Part):
         self.primary = primary
         self.admin_password = admin_password
         self.started_once = False
+        #: valkey-server's own PID once started (``INFO server``).
+        self.server_pid: int | None = None
         argv = [*(wrapper or []), valkey_binary(), str(self.conf), "--sentinel"]
         super().__init__(name, argv, Path(var_dir) / "logs" / f"{name}.log")
 
@@ -262,6 +264,10 @@ sentinel auth-pass {MASTER_NAME} {self.admin_password}
             self.started_once = True
         super().start()
         wait_until(lambda: self.primary_address() is not None, self.name, process=self.process)
+        info = ask(self.host, self.port, "INFO", "server")
+        #: valkey-server's own PID (``INFO server``), as for the servers; the
+        #: part's pid if it is gone again already (the watcher restarts it).
+        self.server_pid = int(info["process_id"]) if isinstance(info, dict) else self.pid
 
     def primary_address(self) -> tuple[str, int] | None:
         """Where this sentinel says the primary is, or None (not answering)."""

@@ -176,7 +176,8 @@ def record_process(client: valkey.Valkey, name: str, *, pid: int, node: str, rol
     """Note that process ``name`` (``node-1/api``, ``nginx``...) now runs
     as ``pid`` in the :data:`store.PROCESS_REGISTRY` hash, replacing any
     earlier pid under that name. ``role`` is ``supervisor``, ``api``,
-    ``worker``, ``scheduler``, ``gateway`` or ``valkey``; ``node`` is ''
+    ``worker``, ``scheduler``, ``gateway``, ``valkey`` or, with HA, ``valkey primary``,
+    ``valkey replica`` (its role at start) and ``sentinel``; ``node`` is ''
     for the gateway and Valkey.
 
     Raises:
