@@ -504,11 +504,13 @@ http {{
             raise
 
     def _forget_processes(self) -> None:
-        """Empty the ``processes`` hash: a new cluster starts (a stale node
-        of an earlier, bigger run would linger in /cluster otherwise)."""
+        """Empty the ``processes`` hash and forget every worker without a
+        heartbeat: a new cluster starts (a stale node of an earlier, bigger
+        run, or a lab's extra node, would linger in /cluster otherwise)."""
         client = valkey.Valkey.from_url(self.admin_url, socket_timeout=2, socket_connect_timeout=2)
         try:
             membership.forget_processes(client)
+            membership.forget_silent(client)
         except valkey.ValkeyError as error:
             # A Valkey of yours that refuses (not our admin): keep its list.
             log.warning("could not reset the process list", extra={"error": str(error)})

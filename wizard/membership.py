@@ -5,9 +5,15 @@ JSON object, :class:`WorkerCard`) goes to two places in one round trip:
 
 - ``worker:<id>``, a string that expires after one lease: it exists exactly
   while the worker is alive (the reaper and ``/readyz`` check it);
-- the ``workers`` hash, field ``<id>``: the last card of every worker ever
-  seen, so ``/cluster`` can show dead ones greyed out until they are
-  forgotten (:data:`STALE_AFTER` seconds after their last beat).
+- the ``workers`` hash, field ``<id>``: the last card of every worker in
+  the membership, so ``/cluster`` can show a dead one greyed out (DOWN).
+
+Leaving the membership, bounded: a worker that stops cleanly (SIGTERM)
+signs off, which deletes both at once (:func:`sign_off`); one that dies
+stays DOWN until :data:`STALE_AFTER` seconds after its last beat, when the
+leading scheduler forgets it (:func:`forget_stale`) and ``/cluster`` leaves
+it out; a launcher starting a new cluster forgets every worker without a
+heartbeat at once (:func:`forget_silent`).
 
 A worker id is ``<node>/w<n>`` (:func:`worker_id`), built only here::
 
@@ -30,8 +36,9 @@ import valkey
 from . import store
 
 #: A worker whose last beat is older than this is left out of ``/cluster``
-#: and forgotten by the scheduler, seconds (one hour).
-STALE_AFTER = 3600.0
+#: and forgotten by the scheduler, seconds (five minutes: long enough to see
+#: a dead node DOWN on the dashboard, short enough not to linger).
+STALE_AFTER = 300.0
 
 
 def worker_id(node_id: str, n: int) -> str:
@@ -117,12 +124,32 @@ def beat(client: valkey.Valkey, card: WorkerCard, *, ttl_ms: int) -> int:
 
 
 def sign_off(client: valkey.Valkey, worker: str) -> None:
-    """Delete ``worker``'s heartbeat key: it stopped on purpose.
+    """``worker`` stopped on purpose: delete its heartbeat key and its card
+    (it leaves the membership, so /cluster shows no DOWN worker), in one
+    transaction.
 
     Raises:
         valkey.ConnectionError, valkey.TimeoutError: Valkey is unreachable.
     """
-    client.delete(store.heartbeat_key(worker))
+    with client.pipeline(transaction=True) as pipe:
+        pipe.delete(store.heartbeat_key(worker))
+        pipe.hdel(store.WORKER_REGISTRY, worker)
+        pipe.execute()
+
+
+def forget_silent(client: valkey.Valkey) -> list[str]:
+    """Drop from the registry every worker without a heartbeat key (a new
+    cluster starts: a worker of the last one that died is not coming back
+    under this launcher). Returns their ids.
+
+    Raises:
+        valkey.ConnectionError, valkey.TimeoutError: Valkey is unreachable.
+    """
+    workers = registered(client)
+    silent = [w for w, beating in zip(workers, alive(client, workers), strict=True) if not beating]
+    if silent:
+        client.hdel(store.WORKER_REGISTRY, *silent)
+    return silent
 
 
 def queue_is_alive(pipe: valkey.client.Pipeline, worker: str) -> None:

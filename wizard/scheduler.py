@@ -19,7 +19,7 @@ Each round (:meth:`Scheduler.tick`) the leader:
 2. promotes retries whose backoff delay has elapsed from
    ``task_queue:delayed`` back to ``task_queue``;
 3. trims the recent-tasks list and dead letters that expired, and forgets
-   workers not seen for an hour (:data:`wizard.membership.STALE_AFTER`).
+   workers not seen for five minutes (:data:`wizard.membership.STALE_AFTER`).
 
     >>> Scheduler(settings, client).tick()           # doctest: +SKIP
     {'leader': True, 'reaped': 1, 'dead_lettered': 0, 'promoted': 3}

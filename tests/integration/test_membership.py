@@ -1,6 +1,7 @@
 """Membership on a real Valkey: a beat writes the card in both places, who
-is alive is read from the heartbeat keys, and workers silent for an hour are
-forgotten (by the scheduler's round too)."""
+is alive is read from the heartbeat keys, a worker that signs off leaves the
+membership, and workers silent for STALE_AFTER (five minutes) are forgotten
+(by the scheduler's round too), silent ones at once by a new cluster."""
 
 from __future__ import annotations
 
@@ -53,7 +54,7 @@ def test_alive_follows_the_heartbeat_key_and_sign_off_removes_it(client):
         False,
         False,
     ]
-    assert sorted(membership.registered(client)) == ["node-1/w1", "node-1/w2"]
+    assert membership.registered(client) == ["node-1/w1"], "a clean stop leaves the membership"
 
 
 def test_workers_silent_for_longer_than_the_stale_limit_are_forgotten(client):
@@ -73,3 +74,31 @@ def test_the_leading_scheduler_forgets_stale_workers_in_its_round(settings, clie
     assert Scheduler(settings, client).tick()["leader"] is True
 
     assert membership.registered(client) == []
+
+
+def test_a_worker_that_signs_off_leaves_the_membership_at_once(client):
+    membership.beat(client, card("lossy/w1", time.time()), ttl_ms=5000)
+
+    membership.sign_off(client, "lossy/w1")
+
+    assert membership.registered(client) == []
+    assert membership.cards(client) == []
+
+
+def test_a_dead_worker_is_forgotten_within_five_minutes(client):
+    assert membership.STALE_AFTER == 300.0
+    now = time.time()
+    membership.beat(client, card("node-2/w1", now - membership.STALE_AFTER + 1), ttl_ms=1)
+
+    assert membership.forget_stale(client, now) == []
+    assert membership.forget_stale(client, now + 2) == ["node-2/w1"]
+
+
+def test_a_new_cluster_forgets_every_worker_without_a_heartbeat(client):
+    now = time.time()
+    membership.beat(client, card("node-1/w1", now), ttl_ms=60_000)
+    membership.beat(client, card("lossy/w1", now), ttl_ms=60_000)
+    client.delete(store.heartbeat_key("lossy/w1"))  # it died: its key expired
+
+    assert membership.forget_silent(client) == ["lossy/w1"]
+    assert membership.registered(client) == ["node-1/w1"]
