@@ -83,7 +83,13 @@ def parse_operand(name: str, raw: object) -> Number:
 
 
 def _parse_text(name: str, raw: str) -> Number:
-    text = raw.strip()
+    text = raw
+    if text.strip() and text != text.strip():
+        # Taken literally: int() and float() would skip the spaces silently.
+        raise InvalidOperand(
+            f"operand '{name}' has spaces around it ({raw!r}); "
+            "send the number alone, without spaces"
+        )
     if len(text) > MAX_OPERAND_CHARS:
         raise InvalidOperand(
             f"operand '{name}' is longer than {MAX_OPERAND_CHARS} characters; send a shorter number"

@@ -268,7 +268,9 @@ class Request:
                 raise BadRequest(_not_taken(self, name, allowed))
             if len(values) > 1:
                 shown = ", ".join(repr(value) for value in values[:4])
-                raise BadRequest(f"'{name}' is given {len(values)} times ({shown}); send it once")
+                raise BadRequest(
+                    f"{_named(name)} is given {len(values)} times ({shown}); send it once"
+                )
 
     def fields(self, allowed: Collection[str]) -> dict[str, object]:
         """The parameters of the request: the query string (see
@@ -300,7 +302,7 @@ class Request:
                 raise BadRequest(_not_taken(self, name, allowed, where="the body has"))
             if name in values:
                 raise BadRequest(
-                    f"'{name}' is given twice, in the query string and in the body; "
+                    f"{_named(name)} is given twice, in the query string and in the body; "
                     "send it in one place"
                 )
         values.update(given)
@@ -310,24 +312,40 @@ class Request:
 def _not_taken(request: Request, name: str, allowed: Collection[str], where: str = "") -> str:
     """The sentence refusing an argument a route does not use."""
     takes = f"it takes {', '.join(allowed)}" if allowed else "it takes no arguments"
-    shown = name if len(name) <= 40 else name[:40] + "..."
-    prefix = f"{where} '{shown}'" if where else f"'{shown}' is not an argument of"
+    shown = _named(name)
+    prefix = f"{where} {shown}" if where else f"{shown} is not an argument of"
     route = f"{request.method} {request.path}"
     if where:
         return f"{prefix}, which {route} does not take; {takes}"
     return f"{prefix} {route}; {takes}"
 
 
+def _named(name: str) -> str:
+    """How an error message names the argument ``name``: ``'a'`` (quoted,
+    cut at 40 characters), or ``an argument with no name`` for ''."""
+    if not name:
+        return "an argument with no name (an '=' with nothing before it)"
+    shown = name if len(name) <= 40 else name[:40] + "..."
+    return f"'{shown}'"
+
+
 def _form(body: bytes) -> dict[str, str]:
     """A form body's fields, each given once.
 
     Raises:
-        BadRequest: a field is given more than once.
+        BadRequest: a field has no name (``=1``), or is given more than once.
     """
     lists = parse_qs(body.decode("utf-8", errors="replace"), keep_blank_values=True)
     for name, values in lists.items():
+        if not name:
+            raise BadRequest(
+                "the body has a field with no name (an '=' with nothing before it); "
+                "send name=value pairs, e.g. a=1&b=2"
+            )
         if len(values) > 1:
-            raise BadRequest(f"'{name}' is given {len(values)} times in the body; send it once")
+            raise BadRequest(
+                f"{_named(name)} is given {len(values)} times in the body; send it once"
+            )
     return {name: values[0] for name, values in lists.items()}
 
 
@@ -357,16 +375,42 @@ class JsonNumber:
         return self.text
 
 
+#: The byte order marks json.loads would accept and RFC 8259 §8.1 forbids
+#: ("Implementations MUST NOT add a byte order mark").
+BYTE_ORDER_MARKS = (b"\xef\xbb\xbf", b"\xff\xfe", b"\xfe\xff")
+
+
 def _json_object(body: bytes) -> dict:
+    """A JSON body's object, taken literally: UTF-8 only, with no byte order
+    mark (RFC 8259 §8.1: json.loads would also take UTF-16 and UTF-32, with
+    or without one), each key once, numbers as :class:`JsonNumber`.
+
+    Raises:
+        BadRequest: saying what to send instead.
+    """
+    if body.startswith(BYTE_ORDER_MARKS):
+        raise BadRequest(
+            "the JSON body starts with a byte order mark; send UTF-8 without one (RFC 8259)"
+        )
+    not_utf8 = BadRequest(
+        "the JSON body is not UTF-8 (UTF-16 or another encoding?); send it as UTF-8"
+    )
+    if b"\x00" in body:
+        # Valid UTF-8 bytes, but no JSON text holds a raw NUL: UTF-16 or -32.
+        raise not_utf8
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError:
+        raise not_utf8 from None
     try:
         value = json.loads(
-            body,
+            text,
             parse_constant=_reject_constant,
             parse_int=JsonNumber,
             parse_float=JsonNumber,
             object_pairs_hook=_unique_keys,
         )
-    except (UnicodeDecodeError, ValueError) as error:
+    except ValueError as error:
         raise BadRequest(f"the body is not valid JSON ({error})") from None
     except RecursionError:
         # Thousands of nested brackets: valid JSON, but no task looks like it.

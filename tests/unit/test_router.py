@@ -375,7 +375,7 @@ def test_an_empty_body_with_any_content_type_gives_the_query_fields():
         (b'{"a": NaN}', "NaN"),
         (b'{"a": Infinity}', "Infinity"),
         (b'{"a": -Infinity}', "Infinity"),
-        (b"\xff\xfe{}", "not valid JSON"),
+        (b"\xff\xfe{}", "byte order mark"),
     ],
 )
 def test_a_json_body_that_is_not_a_json_object_is_a_400_problem(body, says):
