@@ -223,6 +223,19 @@ def forget_processes(client: valkey.Valkey) -> None:
     client.delete(store.PROCESS_REGISTRY)
 
 
+def forget_node_processes(client: valkey.Valkey, node: str) -> list[str]:
+    """Drop node ``node``'s processes from the registry (it stopped
+    cleanly). Returns their names.
+
+    Raises:
+        valkey.ConnectionError, valkey.TimeoutError: Valkey is unreachable.
+    """
+    names = [p["name"] for p in process_table(client) if p.get("node") == node]
+    if names:
+        client.hdel(store.PROCESS_REGISTRY, *names)
+    return names
+
+
 def process_table(client: valkey.Valkey) -> list[dict]:
     """Every recorded process, sorted by name: ``[{"name", "pid", "node",
     "role", "at"}]`` (``at``: when it started, Unix seconds).

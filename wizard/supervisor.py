@@ -151,6 +151,10 @@ class Supervisor:
             self._wake.wait(0.2)
         log.info(f"node stopping on {self.stop_reason}: asking children to finish")
         self._stop_children()
+        # A clean stop leaves /cluster's process list (as its workers leave
+        # the membership by signing off); a node that dies stays listed
+        # until the next cluster start.
+        self._write(lambda: membership.forget_node_processes(self.client, self.settings.node_id))
         log.info("node stopped")
         return EXIT_OK
 

@@ -102,3 +102,12 @@ def test_a_new_cluster_forgets_every_worker_without_a_heartbeat(client):
 
     assert membership.forget_silent(client) == ["lossy/w1"]
     assert membership.registered(client) == ["node-1/w1"]
+
+
+def test_a_node_that_stops_cleanly_leaves_the_process_list(client):
+    membership.record_process(client, "lossy/api", pid=41, node="lossy", role="api")
+    membership.record_process(client, "lossy/w1", pid=42, node="lossy", role="worker")
+    membership.record_process(client, "nginx", pid=7, node="", role="gateway")
+
+    assert sorted(membership.forget_node_processes(client, "lossy")) == ["lossy/api", "lossy/w1"]
+    assert [p["name"] for p in membership.process_table(client)] == ["nginx"]
