@@ -35,7 +35,9 @@ def start_lab(tmp_path):
     """Build a lab network and start a LabCluster on it with extra node
     settings; everything is stopped and removed after the test."""
     # One /24 per process, so two test runs never share a lab.
-    network = Network(lab_id=20 + os.getpid() % 200)
+    # 50-219: never make netlab's own lab (DEFAULT_LAB_ID, 42) nor the
+    # lab-script tests' 220-249, so a test never deletes a running lab.
+    network = Network(lab_id=50 + os.getpid() % 170)
     started: list[LabCluster] = []
 
     def start(nodes=3, workers=1, ha=False, slow_valkey=False, **env):
