@@ -355,7 +355,11 @@ def test_wizard_up_recovers_a_gateway_killed_with_sigkill_and_guards_its_folder(
             # Between the old nginx and the new one.
             return False
 
-    wait_for(lambda: "nginx killed by SIGKILL; restarting it" in launched.text, timeout=10, what="the restart")
+    wait_for(
+        lambda: "nginx killed by SIGKILL; restarting it" in launched.text,
+        timeout=10,
+        what="the restart",
+    )
     wait_for(gateway_back, timeout=20, what="the gateway answering again")
     launched.note_processes()
     launched.launcher.send_signal(signal.SIGTERM)

@@ -22,11 +22,9 @@ import signal
 
 import pytest
 
-from tests.integration.test_sentinel import admin, as_node
-from tests.support import wait_for
+from tests.integration.test_sentinel import admin, as_node, primary_and_replica
 from wizard import queue, store
-from wizard.cluster import free_port
-from wizard.ha import ValkeyServer, in_sync
+from wizard.ha import ValkeyServer
 
 #: How far ahead the replica's clock runs, seconds.
 AHEAD_SECONDS = 30
@@ -41,27 +39,11 @@ def skewed_pair(tmp_path):
     """A primary on this machine's clock and its replica AHEAD_SECONDS ahead."""
     faketime = shutil.which("faketime")
     assert faketime, "faketime is missing: run `make faketime` (Debian's faketime)"
-    primary = ValkeyServer("p", host="127.0.0.1", port=free_port(), var_dir=tmp_path)
-    replica = ValkeyServer(
-        "r",
-        host="127.0.0.1",
-        port=free_port(),
-        var_dir=tmp_path,
-        replica_of=("127.0.0.1", primary.port),
-        # -m: the multi-threaded library (Valkey runs background threads);
-        # only the wall clock moves (TIME), not the monotonic one.
-        wrapper=[faketime, "-m", "--exclude-monotonic", "-f", f"+{AHEAD_SECONDS}s"],
-    )
-    started = []
-    try:
-        for server in (primary, replica):
-            server.start()
-            started.append(server)
-        wait_for(lambda: in_sync(replica), timeout=20, what="the replica in sync")
-        yield primary, replica
-    finally:
-        for server in started:
-            server.stop()
+    # -m: the multi-threaded library (Valkey runs background threads);
+    # only the wall clock moves (TIME), not the monotonic one.
+    wrapper = [faketime, "-m", "--exclude-monotonic", "-f", f"+{AHEAD_SECONDS}s"]
+    with primary_and_replica(tmp_path, replica_wrapper=wrapper) as servers:
+        yield servers
 
 
 def server_seconds(server: ValkeyServer) -> int:

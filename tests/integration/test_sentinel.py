@@ -5,10 +5,12 @@ loaded again there."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import signal
 import socket
+from pathlib import Path
 
 import pytest
 import valkey
@@ -22,16 +24,19 @@ from wizard.ha import ValkeyHA, ValkeyServer, in_sync
 from wizard.worker import Worker
 
 
-@pytest.fixture
-def pair(tmp_path):
-    """A primary (min-replicas-to-write 1) and its replica, no sentinels."""
-    primary = ValkeyServer("p", host="127.0.0.1", port=free_port(), var_dir=tmp_path)
+@contextlib.contextmanager
+def primary_and_replica(var_dir: Path, replica_wrapper: list[str] | None = None):
+    """A primary (min-replicas-to-write 1) and its replica, in sync, no
+    sentinels; the replica's command prefixed by ``replica_wrapper`` (e.g.
+    faketime). Yields (primary, replica); stops both by PID."""
+    primary = ValkeyServer("p", host="127.0.0.1", port=free_port(), var_dir=var_dir)
     replica = ValkeyServer(
         "r",
         host="127.0.0.1",
         port=free_port(),
-        var_dir=tmp_path,
+        var_dir=var_dir,
         replica_of=("127.0.0.1", primary.port),
+        wrapper=replica_wrapper,
     )
     started = []
     try:
@@ -43,6 +48,13 @@ def pair(tmp_path):
     finally:
         for server in started:
             server.stop()
+
+
+@pytest.fixture
+def pair(tmp_path):
+    """See :func:`primary_and_replica`."""
+    with primary_and_replica(tmp_path) as servers:
+        yield servers
 
 
 @pytest.fixture
