@@ -270,10 +270,18 @@ def launch(var_dir: Path, output: Path, env: dict[str, str] | None = None) -> La
         )
     up = Launched(port, var_dir, output, launcher)
     try:
-        wait_for(lambda: "stop: Ctrl+C" in up.text, timeout=60, interval=0.1)
-    except AssertionError:
+        # Until the banner, or the launcher ends (it could not start: the
+        # text says why); a loaded machine may take a minute and more.
+        wait_for(
+            lambda: "stop: Ctrl+C" in up.text or launcher.poll() is not None,
+            timeout=90,
+            interval=0.1,
+            what="the banner",
+        )
+        assert "stop: Ctrl+C" in up.text, "the launcher ended before its banner"
+    except AssertionError as error:
         stop_for_good(launcher, up.started)
-        raise
+        raise AssertionError(f"{error}; the launcher printed:\n{up.text}") from None
     return up
 
 
